@@ -1,0 +1,7 @@
+"""Allow ``python -m appliance``."""
+
+import sys
+
+from appliance.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""DICOM networking: the listener and its service handlers."""

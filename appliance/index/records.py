@@ -1,0 +1,178 @@
+"""What the index keeps of one stored instance, read from its header.
+
+Only the header is read (``stop_before_pixels``): a 500 MB cine clip costs the
+same as a single image. Everything here can be derived again from the stored
+file and its path, which is what lets the index rebuild itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+
+class UnreadableInstanceError(ValueError):
+    """A file is not DICOM, or lacks what every instance must have."""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """The indexed attributes of one stored instance."""
+
+    # Where it is and where it came from.
+    file_path: str
+    file_size: int
+    sha256: str
+    received_at: str
+    source_ae: str
+
+    # The patient as this instance names them (PS3.3 C.7.1.1).
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+
+    # Study, series and instance (PS3.3 C.7.2.1, C.7.3.1, C.12.1).
+    study_instance_uid: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_description: str
+    referring_physician: str
+    series_instance_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    instance_number: int | None
+    number_of_frames: int
+    rows: int | None
+    columns: int | None
+    photometric_interpretation: str
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a stored file's header, without its pixel data.
+
+    Raises
+    ------
+    UnreadableInstanceError
+        If pydicom cannot parse it as DICOM.
+    """
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise UnreadableInstanceError(
+            f"{path.name}: not readable DICOM: {exc}"
+        ) from exc
+    except Exception as exc:  # pydicom raises a wide range on broken input
+        raise UnreadableInstanceError(f"{path.name}: cannot parse: {exc}") from exc
+
+
+def record_from_header(
+    dataset: Dataset,
+    *,
+    file_path: str,
+    file_size: int,
+    sha256: str,
+    received_at: datetime,
+    source_ae: str,
+) -> InstanceRecord:
+    """Build the index record of one instance from its header.
+
+    Raises
+    ------
+    UnreadableInstanceError
+        If a UID the index needs (study, series, SOP instance, SOP class) is
+        missing or an attribute cannot be decoded.
+    """
+    try:
+        return _build(dataset, file_path, file_size, sha256, received_at, source_ae)
+    except UnreadableInstanceError:
+        raise
+    except Exception as exc:  # a broken value in a hostile or buggy header
+        raise UnreadableInstanceError(f"cannot decode header: {exc}") from exc
+
+
+def _build(
+    ds: Dataset,
+    file_path: str,
+    file_size: int,
+    sha256: str,
+    received_at: datetime,
+    source_ae: str,
+) -> InstanceRecord:
+    meta = getattr(ds, "file_meta", Dataset())
+    sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
+    sop_instance = _text(ds, "SOPInstanceUID") or _text(
+        meta, "MediaStorageSOPInstanceUID"
+    )
+    required = {
+        "StudyInstanceUID": _text(ds, "StudyInstanceUID"),
+        "SeriesInstanceUID": _text(ds, "SeriesInstanceUID"),
+        "SOPInstanceUID": sop_instance,
+        "SOPClassUID": sop_class,
+    }
+    missing = [name for name, value in required.items() if not value]
+    if missing:
+        raise UnreadableInstanceError(f"missing {', '.join(missing)}")
+
+    return InstanceRecord(
+        file_path=file_path,
+        file_size=file_size,
+        sha256=sha256,
+        received_at=received_at.isoformat(timespec="seconds"),
+        source_ae=source_ae,
+        patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        patient_name=_text(ds, "PatientName"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex").upper(),
+        study_instance_uid=required["StudyInstanceUID"],
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_description=_text(ds, "StudyDescription"),
+        referring_physician=_text(ds, "ReferringPhysicianName"),
+        series_instance_uid=required["SeriesInstanceUID"],
+        modality=_text(ds, "Modality"),
+        series_number=_number(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        sop_instance_uid=sop_instance,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=_text(meta, "TransferSyntaxUID"),
+        instance_number=_number(ds, "InstanceNumber"),
+        number_of_frames=_number(ds, "NumberOfFrames") or 1,
+        rows=_number(ds, "Rows"),
+        columns=_number(ds, "Columns"),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+    )
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value: Any = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | MultiValue):
+        value = value[0] if len(value) else ""
+    return str(value).strip().replace("\x00", "")
+
+
+def _number(ds: Dataset, keyword: str) -> int | None:
+    value: Any = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

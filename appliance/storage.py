@@ -1,0 +1,341 @@
+"""Durable storage of received DICOM files.
+
+The data folder holds two trees:
+
+``incoming/``
+    Files being received. A file here was never acknowledged to anybody; at
+    start, before the listener opens, whatever is left is a torn receive and
+    is removed.
+``storage/YYYY/MM/DD/<source AE>/<SOP Instance UID>.<sha256>.dcm``
+    Stored files, plain DICOM Part 10, never modified after the rename that
+    puts them there. The path alone tells the day of receipt, the sender and
+    the content hash, so the index can be rebuilt from a header-only read.
+
+A file reaches ``storage/`` only as: written to ``incoming/`` on the same
+file system, fsynced, renamed into place, and the directory fsynced. Until
+the rename returns the file does not exist under ``storage/``; after the
+directory fsync it survives a power cut.
+
+This module knows nothing about DICOM networking or the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from appliance.errors import StorageFullError
+
+logger = logging.getLogger(__name__)
+
+SPOOL_SUFFIX = ".part"
+SPOOL_BUFFER_BYTES = 1 << 20
+HASH_CHUNK_BYTES = 1 << 20
+
+_UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_AE_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_STORED_NAME = re.compile(r"^(?P<uid>[0-9.]+|invalid-uid)\.(?P<sha>[0-9a-f]{64})\.dcm$")
+
+
+class SpoolFile:
+    """A file being received: hashes what it writes, and never raises on write.
+
+    A failed write (disk full, I/O error) is remembered in :attr:`error`, the
+    partial file is removed at once to give the space back, and later writes
+    are dropped. The receiver checks :attr:`error` when the data is complete
+    and answers with a failure status instead of crashing mid-transfer.
+
+    It offers the small file interface pynetdicom's chunked receive uses:
+    ``name``, ``write``, ``file.flush`` and ``close``. ``flush`` is a no-op on
+    purpose: pynetdicom flushes after every network fragment, and durability
+    comes from :meth:`finish` instead.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        Where to create the file: ``incoming/`` of the data folder.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.size = 0
+        self.error: OSError | None = None
+        self.file = self
+        self._hash = hashlib.sha256()
+        self._handle: BinaryIO | None = None
+
+        # Even creating the file can fail (disk full, too many open files);
+        # the spool then swallows the data and reports the error at the end.
+        try:
+            fd, self.name = tempfile.mkstemp(dir=directory, suffix=SPOOL_SUFFIX)
+        except OSError as exc:
+            self.name = str(directory / f"unavailable-{uuid.uuid4().hex}")
+            self.error = exc
+            return
+        self._handle = os.fdopen(fd, "wb", buffering=SPOOL_BUFFER_BYTES)
+
+    @property
+    def path(self) -> Path:
+        """The file's current path in ``incoming/``."""
+        return Path(self.name)
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of every byte written so far."""
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes) -> int:
+        """Write and hash `data`; on failure remember the error, drop the rest."""
+        if self.error is not None or self._handle is None:
+            return len(data)
+        try:
+            self._handle.write(data)
+        except OSError as exc:
+            self._fail(exc)
+            return len(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Do nothing; see the class docstring."""
+
+    def finish(self) -> None:
+        """Flush and fsync the file, recording any error in :attr:`error`."""
+        if self.error is not None or self._handle is None or self._handle.closed:
+            return
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            self._fail(exc)
+
+    def close(self) -> None:
+        """Close the handle; safe to call more than once."""
+        if self._handle is None:
+            return
+        try:
+            self._handle.close()
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+
+    def discard(self) -> None:
+        """Close and remove the file, whatever state it is in."""
+        self.close()
+        _unlink_quietly(self.path)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        if self._handle is not None:
+            try:
+                self._handle.close()
+            except OSError:
+                pass
+        _unlink_quietly(self.path)
+
+
+@dataclass(frozen=True)
+class StoredName:
+    """What a stored file's path says about it."""
+
+    source_ae: str
+    sop_instance_uid: str
+    sha256: str
+
+
+class Storage:
+    """The ``incoming/`` and ``storage/`` trees of one data folder.
+
+    Parameters
+    ----------
+    data_dir : pathlib.Path
+        The appliance's data folder.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.files_dir = data_dir / "storage"
+        self.incoming_dir = data_dir / "incoming"
+
+    def prepare(self) -> None:
+        """Create both trees if needed."""
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+
+    def new_spool(self) -> SpoolFile:
+        """Start a file in ``incoming/``."""
+        return SpoolFile(self.incoming_dir)
+
+    def sweep_incoming(self) -> int:
+        """Remove receives torn by a crash; call only before the listener opens.
+
+        Returns
+        -------
+        int
+            How many leftover files were removed.
+        """
+        removed = 0
+        for entry in os.scandir(self.incoming_dir):
+            if entry.is_file() and entry.name.endswith(SPOOL_SUFFIX):
+                _unlink_quietly(Path(entry.path))
+                removed += 1
+        if removed:
+            logger.warning("Removed %d unacknowledged partial receive(s)", removed)
+        return removed
+
+    def relative_path(
+        self, received: datetime, source_ae: str, sop_instance_uid: str, sha256: str
+    ) -> PurePosixPath:
+        """Return where a file belongs under ``storage/``.
+
+        A SOP Instance UID that is not a valid UID (a hostile or broken peer)
+        never becomes part of a path; such files are named ``invalid-uid``.
+        """
+        uid = sop_instance_uid if _is_uid(sop_instance_uid) else "invalid-uid"
+        return PurePosixPath(
+            f"{received:%Y}",
+            f"{received:%m}",
+            f"{received:%d}",
+            encode_ae(source_ae),
+            f"{uid}.{sha256}.dcm",
+        )
+
+    def absolute(self, relative: PurePosixPath | str) -> Path:
+        """Return the absolute path of a file under ``storage/``."""
+        return self.files_dir / relative
+
+    def commit(self, spool: SpoolFile, relative: PurePosixPath) -> Path:
+        """Make a finished spool file durable under ``storage/``.
+
+        Parameters
+        ----------
+        spool : SpoolFile
+            Finished (:meth:`SpoolFile.finish`) without error.
+        relative : pathlib.PurePosixPath
+            From :meth:`relative_path`.
+
+        Returns
+        -------
+        pathlib.Path
+            The stored file. If a file already sits there, it has the same
+            content (the name holds the hash), so the spool is dropped.
+
+        Raises
+        ------
+        StorageFullError
+            If the disk is full or refuses the write; the spool is removed.
+        """
+        target = self.absolute(relative)
+        try:
+            self._make_parents_durable(target.parent)
+            if target.exists():
+                spool.discard()
+                return target
+            os.rename(spool.path, target)
+            _fsync_directory(target.parent)
+        except OSError as exc:
+            spool.discard()
+            raise StorageFullError(f"cannot store {relative}: {exc}") from exc
+        return target
+
+    def iter_files(self) -> Iterator[Path]:
+        """Yield every stored file, walking the tree lazily (flat memory)."""
+        stack = [self.files_dir]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path)
+
+    def remove_redundant(self, relative: PurePosixPath) -> None:
+        """Remove a just-stored file found to duplicate an indexed one.
+
+        Only for a file this process stored moments ago and that the index
+        reported as an identical copy of another path: never an indexed file.
+        """
+        _unlink_quietly(self.absolute(relative))
+
+    def parse_name(self, path: Path) -> StoredName | None:
+        """Read source AE, UID and hash back from a stored path, or None."""
+        match = _STORED_NAME.match(path.name)
+        if match is None:
+            return None
+        return StoredName(
+            source_ae=decode_ae(path.parent.name),
+            sop_instance_uid=match["uid"],
+            sha256=match["sha"],
+        )
+
+    def _make_parents_durable(self, folder: Path) -> None:
+        # Create missing folders top-down, fsyncing each new entry's parent.
+        missing = []
+        while not folder.exists() and folder != self.files_dir:
+            missing.append(folder)
+            folder = folder.parent
+        for new_folder in reversed(missing):
+            try:
+                new_folder.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_directory(new_folder.parent)
+
+
+def hash_file(path: Path) -> str:
+    """Return the hex SHA-256 of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def encode_ae(ae_title: str) -> str:
+    """Turn an AE title into a safe folder name (``%XX`` for odd characters)."""
+    return (
+        "".join(
+            char if _AE_SAFE.fullmatch(char) else f"%{ord(char):02X}"
+            for char in ae_title
+        )
+        or "%20"
+    )
+
+
+def decode_ae(folder_name: str) -> str:
+    """Invert :func:`encode_ae`."""
+    return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), folder_name)
+
+
+def _is_uid(value: str) -> bool:
+    return len(value) <= 64 and _UID_PATTERN.match(value) is not None
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        logger.exception("Could not remove %s", path)

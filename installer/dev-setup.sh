@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up a development checkout on Debian 12: OS packages, then .venv.
+#
+#   installer/dev-setup.sh          what the appliance needs to run
+#   installer/dev-setup.sh --test   plus what the test suite drives (DCMTK, ...)
+#
+# Idempotent: a second run only checks. Runs apt-get as root, or through sudo.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+packages=(python3 python3-venv python3-dev)
+if (( want_test )); then
+    packages+=(dcmtk)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+        || missing+=("$package")
+done
+if (( ${#missing[@]} )); then
+    sudo_cmd=()
+    (( EUID == 0 )) || sudo_cmd=(sudo)
+    echo "Installing OS packages: ${missing[*]}"
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
+        "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip
+if (( want_test )); then
+    "$venv/bin/python" -m pip install -q -e "$repo[test]"
+else
+    "$venv/bin/python" -m pip install -q -e "$repo"
+fi
