@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import sys
+import warnings
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
@@ -103,6 +104,12 @@ def _configure_logging(level: str) -> None:
     )
     # pynetdicom's INFO lines repeat ours; its debug output may dump data sets.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+    # pydicom warns about odd values by quoting them ("Invalid value for VR
+    # DA: '1945...'"), which may be a patient's name or birth date: neither
+    # its log lines nor its warnings may reach our log.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:

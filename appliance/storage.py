@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -38,12 +40,55 @@ from appliance.errors import StorageFullError
 logger = logging.getLogger(__name__)
 
 SPOOL_SUFFIX = ".part"
-SPOOL_BUFFER_BYTES = 1 << 20
+WRITEBACK_STEP_BYTES = 512 * 1024
 HASH_CHUNK_BYTES = 1 << 20
+HASH_QUEUE_CHUNKS = 64
+PREFIX_BYTES = 256 * 1024
 
 _UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _AE_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _STORED_NAME = re.compile(r"^(?P<uid>[0-9.]+|invalid-uid)\.(?P<sha>[0-9a-f]{64})\.dcm$")
+
+
+class _BackgroundHash:
+    """SHA-256 computed on a thread of its own, fed in order through a queue.
+
+    Receiving runs on pynetdicom's single network thread per association;
+    hashing there would add its whole cost to every transfer. hashlib drops
+    the GIL on large updates, so on a second core the hash keeps pace with
+    the network and is ready moments after the last byte.
+    """
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._chunks: queue.Queue[object] = queue.Queue(maxsize=HASH_QUEUE_CHUNKS)
+        self._hex: str | None = None
+        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self._thread.start()
+
+    def update(self, data: bytes) -> None:
+        """Queue `data`; blocks only if hashing falls far behind."""
+        if data:
+            self._chunks.put(bytes(data))
+
+    def hexdigest(self) -> str:
+        """Wait for every queued chunk and return the digest."""
+        if self._hex is None:
+            self.stop()
+            self._hex = self._digest.hexdigest()
+        return self._hex
+
+    def stop(self) -> None:
+        """End the thread once the queued chunks are hashed; idempotent."""
+        if self._thread.is_alive():
+            self._chunks.put(self._END)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not self._END:
+            self._digest.update(chunk)  # type: ignore[arg-type]
 
 
 class SpoolFile:
@@ -63,13 +108,22 @@ class SpoolFile:
     ----------
     directory : pathlib.Path
         Where to create the file: ``incoming/`` of the data folder.
+    on_prefix : callable, optional
+        Called once, on the writing thread, with the first
+        :data:`PREFIX_BYTES` bytes as soon as they are written, so that a
+        reader can look at the start of the file while the rest arrives.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, on_prefix: Callable[[bytes], None] | None = None
+    ) -> None:
+        self._prefix = bytearray()
+        self._on_prefix = on_prefix
+        self._written_back = 0
         self.size = 0
         self.error: OSError | None = None
         self.file = self
-        self._hash = hashlib.sha256()
+        self._hash = _BackgroundHash()
         self._handle: BinaryIO | None = None
 
         # Even creating the file can fail (disk full, too many open files);
@@ -80,7 +134,7 @@ class SpoolFile:
             self.name = str(directory / f"unavailable-{uuid.uuid4().hex}")
             self.error = exc
             return
-        self._handle = os.fdopen(fd, "wb", buffering=SPOOL_BUFFER_BYTES)
+        self._handle = os.fdopen(fd, "wb", buffering=0)
 
     @property
     def path(self) -> Path:
@@ -89,7 +143,7 @@ class SpoolFile:
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of every byte written so far."""
+        """Hex SHA-256 of every byte written; call once writing is over."""
         return self._hash.hexdigest()
 
     def write(self, data: bytes) -> int:
@@ -97,23 +151,65 @@ class SpoolFile:
         if self.error is not None or self._handle is None:
             return len(data)
         try:
-            self._handle.write(data)
+            _write_all(self._handle, data)
         except OSError as exc:
             self._fail(exc)
             return len(data)
         self._hash.update(data)
         self.size += len(data)
+        if len(self._prefix) < PREFIX_BYTES:
+            self._collect_prefix(data)
+        if self.size - self._written_back >= WRITEBACK_STEP_BYTES:
+            self._start_writeback()
         return len(data)
+
+    def _start_writeback(self) -> None:
+        # Ask the kernel to start writing what we have while the rest
+        # arrives, so the fsync at the end waits for the tail only. On Linux,
+        # POSIX_FADV_DONTNEED starts write-out of dirty pages without waiting.
+        if self._handle is None or not hasattr(os, "posix_fadvise"):
+            return
+        start, length = self._written_back, self.size - self._written_back
+        try:
+            os.posix_fadvise(
+                self._handle.fileno(), start, length, os.POSIX_FADV_DONTNEED
+            )
+        except OSError:
+            return
+        self._written_back = self.size
+
+    @property
+    def prefix(self) -> bytes:
+        """The first :data:`PREFIX_BYTES` bytes (all of a smaller file)."""
+        return bytes(self._prefix)
+
+    def _collect_prefix(self, data: bytes) -> None:
+        self._prefix += data[: PREFIX_BYTES - len(self._prefix)]
+        if len(self._prefix) == PREFIX_BYTES and self._on_prefix is not None:
+            self._on_prefix(bytes(self._prefix))
 
     def flush(self) -> None:
         """Do nothing; see the class docstring."""
 
     def finish(self) -> None:
         """Flush and fsync the file, recording any error in :attr:`error`."""
+        self.write_out()
+        self.sync()
+
+    def write_out(self) -> None:
+        """Hand buffered bytes to the OS, so that the file can be read back."""
         if self.error is not None or self._handle is None or self._handle.closed:
             return
         try:
             self._handle.flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def sync(self) -> None:
+        """Make what was written out durable (fsync); safe on another thread."""
+        if self.error is not None or self._handle is None or self._handle.closed:
+            return
+        try:
             os.fsync(self._handle.fileno())
         except OSError as exc:
             self._fail(exc)
@@ -131,6 +227,7 @@ class SpoolFile:
     def discard(self) -> None:
         """Close and remove the file, whatever state it is in."""
         self.close()
+        self._hash.stop()
         _unlink_quietly(self.path)
 
     def _fail(self, exc: OSError) -> None:
@@ -171,9 +268,9 @@ class Storage:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
 
-    def new_spool(self) -> SpoolFile:
-        """Start a file in ``incoming/``."""
-        return SpoolFile(self.incoming_dir)
+    def new_spool(self, on_prefix: Callable[[bytes], None] | None = None) -> SpoolFile:
+        """Start a file in ``incoming/``; see :class:`SpoolFile`."""
+        return SpoolFile(self.incoming_dir, on_prefix)
 
     def sweep_incoming(self) -> int:
         """Remove receives torn by a crash; call only before the listener opens.
@@ -322,6 +419,16 @@ def decode_ae(folder_name: str) -> str:
 
 def _is_uid(value: str) -> bool:
     return len(value) <= 64 and _UID_PATTERN.match(value) is not None
+
+
+def _write_all(handle: BinaryIO, data: bytes) -> None:
+    # An unbuffered write may take only part of the data; loop until done.
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        if not written:
+            raise OSError(f"write accepted no bytes of {len(view)}")
+        view = view[written:]
 
 
 def _fsync_directory(folder: Path) -> None:

@@ -297,13 +297,21 @@ def test_logs_name_no_patient(
         patient_name="Secretname^Harriet",
     )
     del broken.SeriesInstanceUID
+    # Invalid values make pydicom warn as it reads them, quoting the value.
+    odd = renamed_copy(
+        ultrasound_files["aloka_palette"],
+        patient_id="LONGSECRETID" * 6,
+        birth_date="SECRETDOB",
+        sex="secretsex",
+    )
 
-    send_datasets(appliance.dicom_port, [dataset, broken])
+    send_datasets(appliance.dicom_port, [dataset, broken, odd])
     appliance.stop()
 
     log = appliance.log()
-    assert dataset.SOPInstanceUID in log
-    for secret in ("PID-SECRET-991", "Secretname", "Harriet", "19451231"):
+    assert dataset.SOPInstanceUID in log and odd.SOPInstanceUID in log
+    secrets = ("PID-SECRET-991", "Secretname", "Harriet", "19451231", "SECRET")
+    for secret in secrets:
         assert secret not in log
 
 

@@ -18,14 +18,31 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import _config, dimse_messages
 
+from appliance.index import (
+    InstanceRecord,
+    UnreadableInstanceError,
+    describe_header,
+    read_header_prefix,
+)
 from appliance.storage import SpoolFile, Storage
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Received:
+    """A spool, the network thread writing it, and its record read early."""
+
+    spool: SpoolFile
+    owner: threading.Thread
+    early_record: Future[InstanceRecord | None] | None = None
 
 
 class SpoolRegistry:
@@ -33,34 +50,60 @@ class SpoolRegistry:
 
     The store handler claims its spool by path; whatever an association did
     not get to hand over (aborted mid-transfer) is discarded when it closes.
+
+    As soon as the first bytes of a data set are in, its header is parsed on
+    a worker thread while the rest of the data set (the pixel data) is still
+    on the wire, so the handler rarely has to parse anything itself.
     """
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
         self._lock = threading.Lock()
-        self._spools: dict[str, tuple[SpoolFile, threading.Thread]] = {}
+        self._received: dict[str, Received] = {}
+        self._parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="header")
 
     def create(self, *_args: Any, **_kwargs: Any) -> SpoolFile:
         """Stand in for ``NamedTemporaryFile``: called on a network thread."""
-        spool = self._storage.new_spool()
+        received: Received | None = None
+
+        def parse_early(prefix: bytes) -> None:
+            if received is not None:
+                received.early_record = self._parsers.submit(describe_prefix, prefix)
+
+        spool = self._storage.new_spool(on_prefix=parse_early)
+        received = Received(spool, threading.current_thread())
         with self._lock:
-            self._spools[spool.name] = (spool, threading.current_thread())
+            self._received[spool.name] = received
         return spool
 
-    def claim(self, path: Path | str) -> SpoolFile | None:
-        """Take the spool received at `path` out of the registry."""
+    def claim(self, path: Path | str) -> Received | None:
+        """Take what was received at `path` out of the registry."""
         with self._lock:
-            entry = self._spools.pop(str(path), None)
-        return entry[0] if entry else None
+            return self._received.pop(str(path), None)
 
     def discard_owned_by(self, owner: object) -> int:
         """Discard the unclaimed spools of one network thread; return how many."""
         with self._lock:
-            names = [n for n, (_, t) in self._spools.items() if t is owner]
-            entries = [self._spools.pop(name) for name in names]
-        for spool, _ in entries:
-            spool.discard()
+            names = [n for n, r in self._received.items() if r.owner is owner]
+            entries = [self._received.pop(name) for name in names]
+        for entry in entries:
+            entry.spool.discard()
         return len(entries)
+
+
+def describe_prefix(prefix: bytes) -> InstanceRecord | None:
+    """Describe a data set from its first bytes; None if they are not enough.
+
+    None also when the header is unusable: the handler then reads the whole
+    file and reports the error itself.
+    """
+    header = read_header_prefix(prefix, whole_file=False)
+    if header is None:
+        return None
+    try:
+        return describe_header(header)
+    except UnreadableInstanceError:
+        return None
 
 
 def install(registry: SpoolRegistry) -> None:

@@ -21,21 +21,24 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
 from pynetdicom.events import Event
 
-from appliance.dicom.spooling import SpoolRegistry
+from appliance.dicom.spooling import Received, SpoolRegistry
 from appliance.errors import StorageFullError
 from appliance.index import (
     IndexWriter,
     InstanceRecord,
     Outcome,
     UnreadableInstanceError,
+    describe_header,
+    locate,
     read_header,
-    record_from_header,
+    read_header_prefix,
 )
 from appliance.storage import SpoolFile, Storage
 
@@ -84,6 +87,7 @@ class StoreHandler:
         self._spools = spools
         self._in_flight = 0
         self._idle = threading.Condition()
+        self._syncer = ThreadPoolExecutor(thread_name_prefix="fsync")
 
     def __call__(self, event: Event) -> int:
         """Store one instance and return its status; never raises."""
@@ -111,42 +115,38 @@ class StoreHandler:
 
     def _handle(self, event: Event) -> StoreResult:
         requested_uid = _requested_uid(event)
-        spool = self._spools.claim(event.dataset_path)
-        if spool is None:
+        received = self._spools.claim(event.dataset_path)
+        if received is None:
             logger.error("No received data found for a C-STORE request")
             return StoreResult(OUT_OF_RESOURCES, requested_uid, 0, "no data")
         try:
-            return self._store(event, spool, requested_uid)
+            return self._store(event, received, requested_uid)
         finally:
             # After a successful rename this only closes the handle.
-            spool.discard()
+            received.spool.discard()
 
-    def _store(self, event: Event, spool: SpoolFile, requested_uid: str) -> StoreResult:
-        # 1. The received bytes must be on disk before anything else.
-        spool.finish()
+    def _store(
+        self, event: Event, received: Received, requested_uid: str
+    ) -> StoreResult:
+        spool = received.spool
+        # 1. The received bytes must be on disk before anything else. The
+        #    fsync runs on its own thread while the header is read (it is the
+        #    slowest step, and waits on the disk, not the GIL).
+        spool.write_out()
         if spool.error is not None:
             return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)
+        syncing = self._syncer.submit(spool.sync)
 
         # 2. Header only; the record is built before the file is stored so
         #    that a data set the index cannot take is refused, not kept.
-        source_ae = event.assoc.requestor.ae_title
-        received_at = datetime.fromtimestamp(os.stat(spool.path).st_mtime)
         try:
-            header = read_header(spool.path)
-            sop_uid = str(header.get("SOPInstanceUID", "") or requested_uid)
-            relative = self._storage.relative_path(
-                received_at, source_ae, sop_uid, spool.sha256
-            )
-            record = record_from_header(
-                header,
-                file_path=str(relative),
-                file_size=spool.size,
-                sha256=spool.sha256,
-                received_at=received_at,
-                source_ae=source_ae,
-            )
+            record, relative = self._describe(event, received, requested_uid)
         except UnreadableInstanceError as exc:
+            syncing.result()
             return _failed(CANNOT_UNDERSTAND, requested_uid, spool, exc)
+        syncing.result()
+        if spool.error is not None:
+            return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)
         if record.sop_instance_uid != requested_uid:
             logger.warning(
                 "Data set SOP Instance UID %s differs from the request's %s",
@@ -163,6 +163,35 @@ class StoreHandler:
         # 4. Indexed; only then Success.
         return self._index(record, relative)
 
+    def _describe(
+        self, event: Event, received: Received, requested_uid: str
+    ) -> tuple[InstanceRecord, PurePosixPath]:
+        """Read the spool's header into an index record and a storage path.
+
+        Raises
+        ------
+        UnreadableInstanceError
+            If the data set cannot be parsed or lacks a required UID.
+        """
+        spool = received.spool
+        draft = _draft_record(received)
+        received_at = datetime.fromtimestamp(os.stat(spool.path).st_mtime)
+        relative = self._storage.relative_path(
+            received_at,
+            event.assoc.requestor.ae_title,
+            draft.sop_instance_uid or requested_uid,
+            spool.sha256,
+        )
+        record = locate(
+            draft,
+            file_path=str(relative),
+            file_size=spool.size,
+            sha256=spool.sha256,
+            received_at=received_at,
+            source_ae=event.assoc.requestor.ae_title,
+        )
+        return record, relative
+
     def _index(self, record: InstanceRecord, relative: PurePosixPath) -> StoreResult:
         uid = record.sop_instance_uid
         try:
@@ -178,6 +207,27 @@ class StoreHandler:
         if added.outcome is Outcome.ADDED_DIFFERING_COPY:
             return StoreResult(SUCCESS, uid, record.file_size, "differing copy kept")
         return StoreResult(SUCCESS, uid, record.file_size, "stored")
+
+
+def _draft_record(received: Received) -> InstanceRecord:
+    """The record described while the data arrived, else described now.
+
+    Raises
+    ------
+    UnreadableInstanceError
+        If the data set cannot be parsed or lacks a required UID.
+    """
+    spool = received.spool
+    if received.early_record is not None:
+        early = received.early_record.result()
+        if early is not None:
+            return early
+    header = None
+    if spool.size == len(spool.prefix):
+        header = read_header_prefix(spool.prefix, whole_file=True)
+    if header is None:
+        header = read_header(spool.path)
+    return describe_header(header)
 
 
 def _failed(

@@ -8,7 +8,10 @@ from appliance.index.ingest import AddResult, Outcome
 from appliance.index.records import (
     InstanceRecord,
     UnreadableInstanceError,
+    describe_header,
+    locate,
     read_header,
+    read_header_prefix,
     record_from_header,
 )
 from appliance.index.schema import open_index, open_index_reader
@@ -21,8 +24,11 @@ __all__ = [
     "Outcome",
     "UnreadableInstanceError",
     "WriterStoppedError",
+    "describe_header",
+    "locate",
     "open_index",
     "open_index_reader",
     "read_header",
+    "read_header_prefix",
     "record_from_header",
 ]

@@ -7,8 +7,10 @@ file and its path, which is what lets the index rebuild itself.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,45 @@ def read_header(path: Path) -> Dataset:
         raise UnreadableInstanceError(f"{path.name}: cannot parse: {exc}") from exc
 
 
+# Where pydicom's stop_before_pixels leaves the stream: at one of the pixel
+# data elements (7FE0,0008/0009/0010), in little or big endian byte order.
+_PIXEL_TAGS = {
+    bytes.fromhex(tag)
+    for tag in ("e07f1000", "e07f0800", "e07f0900", "7fe00010", "7fe00008", "7fe00009")
+}
+
+
+def read_header_prefix(prefix: bytes, *, whole_file: bool) -> Dataset | None:
+    """Read a header from the first bytes of a Part 10 file, if they hold it.
+
+    Parameters
+    ----------
+    prefix : bytes
+        The start of the file.
+    whole_file : bool
+        True when `prefix` is the complete file.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset or None
+        None when the header may go on past `prefix` (the caller then reads
+        the file) or cannot be parsed. A header is taken only if the whole
+        file is there or parsing stopped exactly at the pixel data, so a
+        prefix cut between two elements never passes for a whole header.
+    """
+    stream = BytesIO(prefix)
+    try:
+        dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+    except Exception:  # a cut-off prefix fails in many ways; the file decides
+        return None
+    if whole_file:
+        return dataset
+    position = stream.tell()
+    if prefix[position : position + 4] in _PIXEL_TAGS:
+        return dataset
+    return None
+
+
 def record_from_header(
     dataset: Dataset,
     *,
@@ -102,6 +143,51 @@ def record_from_header(
         raise
     except Exception as exc:  # a broken value in a hostile or buggy header
         raise UnreadableInstanceError(f"cannot decode header: {exc}") from exc
+
+
+def describe_header(dataset: Dataset) -> InstanceRecord:
+    """Build a record from a header alone, before the file has its place.
+
+    The file fields stay empty until :func:`locate` fills them; this lets the
+    listener describe a data set while its pixel data is still arriving.
+
+    Raises
+    ------
+    UnreadableInstanceError
+        As :func:`record_from_header`.
+    """
+    return record_from_header(
+        dataset,
+        file_path="",
+        file_size=0,
+        sha256="",
+        received_at=datetime.min,
+        source_ae="",
+    )
+
+
+def locate(
+    record: InstanceRecord,
+    *,
+    file_path: str,
+    file_size: int,
+    sha256: str,
+    received_at: datetime,
+    source_ae: str,
+) -> InstanceRecord:
+    """Return `record` with the facts of its stored file filled in."""
+    return dataclasses.replace(
+        record,
+        file_path=file_path,
+        file_size=file_size,
+        sha256=sha256,
+        received_at=_timestamp(received_at),
+        source_ae=source_ae,
+    )
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
 
 
 def _build(
@@ -131,7 +217,7 @@ def _build(
         file_path=file_path,
         file_size=file_size,
         sha256=sha256,
-        received_at=received_at.isoformat(timespec="seconds"),
+        received_at=_timestamp(received_at),
         source_ae=source_ae,
         patient_id=_text(ds, "PatientID"),
         issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),

@@ -1,0 +1,48 @@
+"""Reading headers: from a file, and from the first bytes while data arrives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from appliance.index.records import (
+    describe_header,
+    read_header,
+    read_header_prefix,
+)
+from tests.conftest import ULTRASOUND_FILES, sample_file
+
+FILES = [*ULTRASOUND_FILES.values(), "image_dfl.dcm", "MR_small_bigendian.dcm"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_prefix_gives_the_whole_header_or_nothing(name: str) -> None:
+    data = sample_file(name).read_bytes()
+    full = pydicom.dcmread(sample_file(name), stop_before_pixels=True)
+
+    # Cuts through the header, dense where headers usually end, then sparse.
+    cuts = [*range(132, 12_000, 29), *range(12_000, 300_000, 1_009)]
+    taken = 0
+    for cut in (c for c in cuts if c < len(data)):
+        header = read_header_prefix(data[:cut], whole_file=False)
+        if header is not None:
+            assert header == full, f"cut at {cut} passed for a whole header"
+            taken += 1
+
+    whole = read_header_prefix(data, whole_file=True)
+    assert whole == full
+    if name != "image_dfl.dcm":  # deflated: only the whole file will do
+        assert taken > 0
+
+
+def test_a_described_header_matches_the_file_header(
+    ultrasound_files: dict[str, Path],
+) -> None:
+    for path in ultrasound_files.values():
+        data = path.read_bytes()[: 256 * 1024]
+        early = read_header_prefix(data, whole_file=len(data) == path.stat().st_size)
+        if early is None:
+            continue
+        assert describe_header(early) == describe_header(read_header(path))
