@@ -8,6 +8,7 @@ pixel data is transcoded on the way.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 STORESCU = "/usr/bin/storescu"
 PUSH_TIMEOUT = 900.0
 SAMPLE_INTERVAL = 0.02
+RSS_SETTLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ def push(target: Path, peer: Peer, *, sample_rss: bool = False) -> Push:
 
     With `sample_rss`, the receiver's resident memory summed over its process
     tree is sampled while ``storescu`` runs; the peak reported is the larger
-    of that and the highest VmHWM in the tree afterwards. Timed runs leave it
-    off, so that sampling costs them nothing.
+    of that and the highest VmHWM in the tree two seconds later. Timed runs
+    leave it off, so that sampling costs them nothing.
 
     Parameters
     ----------
@@ -63,6 +65,7 @@ def push(target: Path, peer: Peer, *, sample_rss: bool = False) -> Push:
         start = time.perf_counter()
         process = subprocess.Popen(
             _storescu_argv(target, peer),
+            env=_sender_env(),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -78,6 +81,9 @@ def push(target: Path, peer: Peer, *, sample_rss: bool = False) -> Push:
 
     if not sample_rss:
         return Push(seconds, None)
+
+    # Work the receiver does after its last response also counts
+    time.sleep(RSS_SETTLE)
     peak = max(sampled, max(map(_vm_hwm, _process_tree(peer.pid)), default=0))
     return Push(seconds, peak)
 
@@ -88,6 +94,14 @@ def _storescu_argv(target: Path, peer: Peer) -> list[str]:
     if target.is_dir():
         argv += ["+sd", "+r"]
     return argv + [LOOPBACK, str(peer.port), str(target)]
+
+
+def _sender_env() -> dict[str, str]:
+    """Return this environment without DCMTK's ``TCP_NODELAY`` switch.
+
+    The sender stays as shipped for every receiver, whatever the shell says.
+    """
+    return {key: value for key, value in os.environ.items() if key != "TCP_NODELAY"}
 
 
 def _wait(process: subprocess.Popen[bytes], pid: int | None) -> int:

@@ -22,6 +22,7 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ def _receivers(args: argparse.Namespace) -> list[Receiver]:
         appliance.note = "not run: no appliance command found"
 
     version = _peers.orthanc_version()
-    orthanc = Receiver("orthanc", f"Orthanc {version}", _peers.orthanc)
+    orthanc = Receiver("orthanc", f"Orthanc {version}, tuned", _peers.orthanc)
     if args.skip_orthanc:
         orthanc.start, orthanc.note = None, "not run: --skip-orthanc"
     elif version is None:
@@ -179,7 +180,7 @@ def _run_once(
             result = push(target, peer, sample_rss=sample_rss)
             _log_usage(receiver.name, peer.data_dir)
         return result
-    except (OSError, RuntimeError, TimeoutError) as exc:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         logger.exception("%s failed; it is not run again", receiver.name)
         receiver.start, receiver.note = None, f"failed: {exc}"
         return None
