@@ -6,6 +6,11 @@
     appliance modality add AE [--host H] [--port P] [--issuer I] [--exist-ok]
     appliance modality list
     appliance modality remove AE
+    appliance user add NAME --role ROLE | passwd NAME | list | disable NAME
+    appliance rebuild-index
+    appliance check [--deep]
+    appliance backup run | list | verify SNAPSHOT
+    appliance restore SNAPSHOT [--data-dir DIR]
     appliance config
 
 Every command reads the same layered settings (see :mod:`appliance.config`).
@@ -24,6 +29,10 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+from appliance.cli_backup import add_backup_commands
+from appliance.cli_maintenance import add_maintenance_commands
+from appliance.cli_users import add_user_commands
+from appliance.cli_worklist import add_worklist_commands
 from appliance.config import Settings, describe_settings, load_settings
 from appliance.errors import ApplianceError
 from appliance.service import Appliance, DataPaths, prepare_state
@@ -68,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(run=_show_config)
 
     _add_modality_commands(commands)
+    add_maintenance_commands(commands)
+    add_user_commands(commands)
+    add_worklist_commands(commands)
+    add_backup_commands(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ whose message is one line that starts with the offending key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -55,6 +56,12 @@ def _parse_path(value: Any) -> Path:
     return Path(value).expanduser()
 
 
+def _parse_optional_path(value: Any) -> Path | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _parse_path(value)
+
+
 def _parse_host(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or " " in value.strip():
         raise ValueError(f"expected a host name or address, got {value!r}")
@@ -90,11 +97,69 @@ def parse_ae_title(value: Any) -> str:
     return title
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _parse_log_level(value: Any) -> str:
     levels = ("DEBUG", "INFO", "WARNING", "ERROR")
     if not isinstance(value, str) or value.upper() not in levels:
         raise ValueError(f"expected one of {', '.join(levels)}, got {value!r}")
     return value.upper()
+
+
+def _parse_clock(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, str) else ""
+    hour, _, minute = text.partition(":")
+    if not (hour.isdigit() and minute.isdigit() and len(minute) == 2):
+        raise ValueError(f"expected a time of day as HH:MM, got {value!r}")
+    if int(hour) > 23 or int(minute) > 59:
+        raise ValueError(f"expected a time of day as HH:MM, got {value!r}")
+    return f"{int(hour):02d}:{minute}"
+
+
+def _parse_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {value!r}")
+    return value.strip()
+
+
+def _parse_ldap_url(value: Any) -> str:
+    text = _parse_text(value)
+    if text and not text.lower().startswith(("ldap://", "ldaps://")):
+        raise ValueError(f"expected ldap://host or ldaps://host, got {value!r}")
+    return text
+
+
+def _parse_user_filter(value: Any) -> str:
+    text = _parse_text(value)
+    if not (text.startswith("(") and text.endswith(")")) or "{username}" not in text:
+        raise ValueError(f"expected an LDAP filter with {{username}}, got {value!r}")
+    return text
+
+
+def _parse_networks(value: Any) -> tuple[str, ...]:
+    # A TOML list, or a comma-separated string from the environment.
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"expected a list of addresses, got {value!r}")
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected an address or network, got {item!r}") from None
+    return tuple(networks)
 
 
 def _setting(default: Any, help_text: str, parse: Parser) -> Any:
@@ -138,6 +203,112 @@ class Settings:
     )
     log_level: str = _setting(
         "INFO", "DEBUG, INFO, WARNING or ERROR.", _parse_log_level
+    )
+    worklist_stale_days: int = _setting(
+        3,
+        "Worklist entries scheduled more than this many days ago drop off the list.",
+        _parse_int(0, 365),
+    )
+    secure_cookies: bool = _setting(
+        False,
+        "Send the login cookie over HTTPS only; set it when behind an HTTPS proxy.",
+        _parse_bool,
+    )
+    session_idle_minutes: int = _setting(
+        15,
+        "Minutes without a request after which a browser must log in again.",
+        _parse_int(1, 24 * 60),
+    )
+    disk_warn_days: int = _setting(
+        30,
+        "Log a daily warning when the disk fills within this many days; 0: never.",
+        _parse_int(0, 3650),
+    )
+    backup_dir: Path | None = _setting(
+        None,
+        "Folder (a mounted disk) that backups go to; unset: none.",
+        _parse_optional_path,
+    )
+    backup_time: str = _setting(
+        "02:30", "Local time of the nightly backup, HH:MM.", _parse_clock
+    )
+    keep_daily: int = _setting(
+        7, "Backups kept: the newest of each of this many days.", _parse_int(0, 1000)
+    )
+    keep_weekly: int = _setting(
+        4, "Backups kept: the newest of each of this many weeks.", _parse_int(0, 1000)
+    )
+    keep_monthly: int = _setting(
+        12,
+        "Backups kept: the newest of each of this many months.",
+        _parse_int(0, 1000),
+    )
+    session_absolute_hours: int = _setting(
+        12,
+        "Hours after a login at which a browser must log in again, active or not.",
+        _parse_int(1, 24 * 7),
+    )
+    login_max_failures: int = _setting(
+        5,
+        "Failed logins of one account that lock it for login_lock_minutes.",
+        _parse_int(1, 100),
+    )
+    login_address_max_failures: int = _setting(
+        20,
+        "Failed logins from one address that lock the address likewise.",
+        _parse_int(1, 1000),
+    )
+    login_lock_minutes: int = _setting(
+        15, "How long a lock-out lasts.", _parse_int(1, 24 * 60)
+    )
+    login_backoff_seconds: int = _setting(
+        1,
+        "Wait after an account's failed login, doubled at each further one.",
+        _parse_int(0, 60),
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        (),
+        "Addresses of reverse proxies (nginx) whose X-Forwarded-For is believed.",
+        _parse_networks,
+    )
+    ldap_url: str = _setting(
+        "", "LDAP server, ldap://host or ldaps://host; empty: no LDAP.", _parse_ldap_url
+    )
+    ldap_start_tls: bool = _setting(
+        False, "Use StartTLS on an ldap:// URL.", _parse_bool
+    )
+    ldap_ca_file: Path | None = _setting(
+        None,
+        "CA certificate(s) that sign the LDAP server's; unset: the system's.",
+        _parse_optional_path,
+    )
+    ldap_bind_dn: str = _setting(
+        "", "DN of the account that searches for users; empty: anonymous.", _parse_text
+    )
+    ldap_bind_password_file: Path | None = _setting(
+        None,
+        "File holding that account's password; readable by the service only.",
+        _parse_optional_path,
+    )
+    ldap_user_base: str = _setting(
+        "", "Where users are searched, e.g. ou=people,dc=example,dc=org.", _parse_text
+    )
+    ldap_user_filter: str = _setting(
+        "(uid={username})",
+        "Search filter; {username} is the typed name (sAMAccountName on AD).",
+        _parse_user_filter,
+    )
+    ldap_admin_group: str = _setting(
+        "", "DN of the group whose members are admins.", _parse_text
+    )
+    ldap_clinician_group: str = _setting(
+        "", "DN of the group whose members are clinicians.", _parse_text
+    )
+    ldap_frontdesk_group: str = _setting(
+        "", "DN of the group whose members are front desk.", _parse_text
+    )
+    ldap_timeout: int = _setting(
+        10, "Seconds to wait for the LDAP server.", _parse_int(1, 120)
     )
 
 

@@ -18,15 +18,27 @@ from typing import Any
 
 from waitress.server import create_server
 
-from appliance import db
+from appliance import db, diskspace, notify, scheduling
+from appliance.auth.login import login_policy
 from appliance.config import Settings
 from appliance.dicom.listener import Listener, ListenerOptions
+from appliance.dicom.services import DicomServices, ServiceOptions
 from appliance.index import IndexWriter
+from appliance.index.identity_actions import IdentityActions
+from appliance.maintenance import IndexKeeper
 from appliance.state import Modality, list_modalities, open_state
+from appliance.state.audit import record_outside_web
+from appliance.state.identity import IdentityRulesSource
+from appliance.state.users import create_first_admin
 from appliance.storage import Storage
-from appliance.web import create_app
+from appliance.web import WebOptions, create_app
+from backup.job import BackupJob
+from backup.retention import Retention
 
 logger = logging.getLogger(__name__)
+
+WRITER_PROBE_SECONDS = 10
+DAY_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,26 @@ def prepare_state(paths: DataPaths) -> None:
         pass
 
 
+def announce_first_admin(paths: DataPaths) -> None:
+    """Create the ``admin`` account if there is none; print its password once.
+
+    The one-time password goes to standard output (the journal under
+    systemd) and must be changed at the first login. It is no patient data.
+    """
+    with closing(open_state(paths.app_db)) as conn:
+        password = create_first_admin(conn)
+    if password is None:
+        return
+    banner = "=" * 64
+    print(
+        f"{banner}\nNo user existed: created user 'admin' with the one-time"
+        f" password\n\n    {password}\n\nLog in at the web page and choose a"
+        f" new password.\n{banner}",
+        flush=True,
+    )
+    logger.warning("Created the first admin account; its password is printed above")
+
+
 def registered_modalities(paths: DataPaths) -> list[Modality]:
     """Read the registered modalities on a short-lived read-only connection."""
     with closing(db.connect(paths.app_db, readonly=True)) as conn:
@@ -71,8 +103,25 @@ class Appliance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.paths = DataPaths(settings.data_dir)
+        self.login_policy = login_policy(settings)
         self.storage = Storage(settings.data_dir)
-        self.writer = IndexWriter(self.paths.index_db)
+        # Default issuers, worklist and identity decisions, for every store.
+        self.identity_rules = IdentityRulesSource(self.paths.app_db)
+        self.writer = IndexWriter(self.paths.index_db, identity=self.identity_rules)
+        self.scheduler = scheduling.create_scheduler()
+        self.keeper = IndexKeeper(
+            settings.data_dir,
+            self.paths.index_db,
+            self.paths.app_db,
+            self.storage,
+            self.writer,
+        )
+        self.backups = BackupJob(
+            settings.data_dir,
+            settings.backup_dir,
+            Retention(settings.keep_daily, settings.keep_weekly, settings.keep_monthly),
+            settings.backup_time,
+        )
         self.listener = Listener(
             ListenerOptions(
                 ae_title=settings.ae_title,
@@ -84,6 +133,17 @@ class Appliance:
             self.storage,
             self.writer,
             lambda: registered_modalities(self.paths),
+            DicomServices(
+                ServiceOptions(
+                    ae_title=settings.ae_title,
+                    index_db=self.paths.index_db,
+                    app_db=self.paths.app_db,
+                    worklist_stale_days=settings.worklist_stale_days,
+                    network_timeout=settings.network_timeout,
+                ),
+                self.storage,
+                lambda: registered_modalities(self.paths),
+            ),
         )
         self._web: Any = None
         self._web_thread: threading.Thread | None = None
@@ -92,11 +152,17 @@ class Appliance:
     def start(self) -> None:
         """Bring every part up, in dependency order."""
         self.storage.prepare()
+        self.keeper.prepare()
         self.storage.sweep_incoming()
         prepare_state(self.paths)
+        announce_first_admin(self.paths)
         self.writer.start()
         self.listener.start()
         self._start_web()
+        self.keeper.start(self.scheduler)
+        self._schedule_disk_warning()
+        self._schedule_backups()
+        self.scheduler.start()
 
     def stop(self) -> None:
         """Stop every part, letting stores in flight finish first."""
@@ -104,7 +170,12 @@ class Appliance:
         if self._web is not None:
             self._web.close()
         self.listener.stop(grace_seconds=self.settings.shutdown_grace)
+        self.keeper.stop()
+        self.backups.stop()
+        scheduling.shutdown(self.scheduler)
         self.writer.stop()
+        self.identity_rules.close()
+        self.keeper.unlock()
         logger.info("Stopped")
 
     def serve_until_signalled(self) -> None:
@@ -118,18 +189,103 @@ class Appliance:
         signal.signal(signal.SIGINT, request_stop)
         self.start()
         logger.info("Appliance ready")
+        notify.ready(
+            f"DICOM {self.settings.ae_title} on port {self.settings.dicom_port},"
+            f" web on {self.settings.http_host}:{self.settings.http_port}"
+        )
+        watchdog = self._start_watchdog()
         try:
             while not self._stopping.wait(timeout=1.0):
                 pass
         finally:
+            notify.stopping()
+            if watchdog is not None:
+                watchdog.stop()
             self.stop()
 
+    def _start_watchdog(self) -> notify.Watchdog | None:
+        # Only when systemd asks for pings (WatchdogSec= in the unit).
+        interval = notify.watchdog_interval()
+        if interval is None:
+            return None
+        watchdog = notify.Watchdog(self._healthy, interval)
+        watchdog.start()
+        return watchdog
+
+    def _healthy(self) -> bool:
+        """Tell the watchdog whether the listener and the index writer work.
+
+        The writer is asked to run a trivial job: a writer thread that died
+        or hangs does not answer in time.
+        """
+        try:
+            _host, _port = self.listener.address
+        except RuntimeError:
+            logger.error("Health: the DICOM listener is not running")
+            return False
+        try:
+            probe = self.writer.submit(lambda conn: conn.execute("SELECT 1"))
+            probe.result(timeout=WRITER_PROBE_SECONDS)
+        except Exception as exc:
+            logger.error("Health: the index writer does not answer (%r)", exc)
+            return False
+        return True
+
+    def _schedule_disk_warning(self) -> None:
+        # Once right after start, then once a day; 0 turns the warning off.
+        warn_days = self.settings.disk_warn_days
+        if not warn_days:
+            return
+
+        def warn() -> None:
+            diskspace.warn_if_low(self.settings.data_dir, warn_days)
+
+        self.scheduler.add_job(warn, id="disk-space-at-start", name="disk-space")
+        scheduling.add_every(self.scheduler, "disk-space", warn, DAY_SECONDS)
+
+    def _schedule_backups(self) -> None:
+        # Nightly at backup_time; without a backup folder, say so at start.
+        if self.settings.backup_dir is None:
+            logger.warning("Backups are off: backup_dir is not set")
+            return
+        hour, minute = (int(part) for part in self.settings.backup_time.split(":"))
+        scheduling.add_daily(
+            self.scheduler, "nightly-backup", self._backup, hour=hour, minute=minute
+        )
+        logger.info(
+            "Nightly backup at %s into %s",
+            self.settings.backup_time,
+            self.settings.backup_dir,
+        )
+
+    def _backup(self) -> None:
+        # The nightly run, recorded in the audit trail as the service's.
+        result = self.backups.run()
+        if result is None or result.busy:
+            return
+        outcome = "complete" if result.ok else f"failed: {result.error}"
+        record_outside_web(
+            self.paths.app_db,
+            "backup",
+            f"{result.trigger} backup {result.snapshot or '-'} {outcome}"[:500],
+            by_system=True,
+        )
+
     def health(self) -> dict[str, Any]:
-        """Liveness for ``/healthz``: no patient data."""
-        return {"ok": not self._stopping.is_set(), "ae_title": self.settings.ae_title}
+        """Liveness for ``/healthz``: no patient data.
+
+        ``index`` tells whether the index is being rebuilt (with progress),
+        reconciled or checked, and the last check's result.
+        """
+        return {
+            "ok": not self._stopping.is_set(),
+            "ae_title": self.settings.ae_title,
+            "index": self.keeper.health(),
+        }
 
     def _start_web(self) -> None:
-        app = create_app(self.health)
+        identity = IdentityActions(self.writer, self.storage, self.identity_rules)
+        app = create_app(self.health, self._web_options(), identity_actions=identity)
         self._web = create_server(
             app,
             host=self.settings.http_host,
@@ -144,6 +300,20 @@ class Appliance:
             "Web server on http://%s:%d",
             self.settings.http_host,
             self.settings.http_port,
+        )
+
+    def _web_options(self) -> WebOptions:
+        return WebOptions(
+            index_db=self.paths.index_db,
+            app_db=self.paths.app_db,
+            storage=self.storage,
+            cache_dir=self.paths.root / "cache",
+            secret_file=self.paths.root / "web-secret.key",
+            secure_cookies=self.settings.secure_cookies,
+            idle_minutes=self.settings.session_idle_minutes,
+            absolute_minutes=self.settings.session_absolute_hours * 60,
+            trusted_proxies=self.settings.trusted_proxies,
+            login=self.login_policy,
         )
 
     def _serve_web(self) -> None:

@@ -14,7 +14,18 @@ want_test=0
 
 packages=(python3 python3-venv python3-dev)
 if (( want_test )); then
-    packages+=(dcmtk)
+    # chromium: the end-to-end web tests drive Debian's browser through
+    # Playwright (never `playwright install`: nothing is downloaded).
+    # orthanc: a real PACS peer for the Query/Retrieve tests (run by the
+    # tests as a subprocess; its systemd service is not used).
+    packages+=(dcmtk chromium orthanc)
+    # The install tests: nginx as the HTTPS front, systemd-analyze for the
+    # unit, python3-seccomp to run the appliance under the unit's system
+    # call filter, openssl, and shellcheck for the installer's scripts.
+    packages+=(nginx systemd python3-seccomp openssl shellcheck)
+    # slapd: a real OpenLDAP directory for the LDAP login tests (started by
+    # the tests on a loopback port; its own service is not used).
+    packages+=(slapd ldap-utils)
 fi
 
 missing=()
@@ -36,7 +47,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 if (( want_test )); then
-    "$venv/bin/python" -m pip install -q -e "$repo[test]"
+    "$venv/bin/python" -m pip install -q -e "${repo}[test]"
 else
     "$venv/bin/python" -m pip install -q -e "$repo"
 fi

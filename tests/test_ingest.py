@@ -165,3 +165,26 @@ def test_a_study_whose_instances_name_two_people_raises_a_conflict(
 
     assert queries.counts(conn).studies == 1
     assert len(queries.conflicts(conn)) == 1
+
+
+def test_a_report_is_neither_image_nor_clip(
+    conn: sqlite3.Connection, ultrasound_files: dict[str, Path]
+) -> None:
+    image = record_of(ultrasound_files["ge_rgb"])
+    report = dataclasses.replace(
+        image,
+        sop_instance_uid="1.2.77",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.88.33",
+        sha256="e" * 64,
+        file_path="x/report.dcm",
+        rows=None,
+        columns=None,
+        modality="SR",
+    )
+
+    _add(conn, image)
+    _add(conn, report)
+
+    study = conn.execute("SELECT * FROM studies").fetchone()
+    assert (study["image_count"], study["clip_count"]) == (1, 0)
+    assert study["modalities"] == "SR\\US"

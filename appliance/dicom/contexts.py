@@ -38,6 +38,19 @@ UNCOMPRESSED: tuple[str, ...] = TRANSFER_SYNTAXES[:3]
 
 VERIFICATION = "1.2.840.10008.1.1"  # PS3.4 A.4
 
+# PS3.4 K.6, F.7, J.3 and C.6: worklist, MPPS, commitment, Query/Retrieve.
+SERVICES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.31",  # Modality Worklist Information Model - FIND
+    "1.2.840.10008.3.1.2.3.3",  # Modality Performed Procedure Step
+    "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R - FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root Q/R - MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root Q/R - GET
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R - FIND
+    "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root Q/R - MOVE
+    "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root Q/R - GET
+)
+
 
 def is_known_transfer_syntax(uid: str) -> bool:
     """Tell whether `uid` is one of the transfer syntaxes listed above."""
@@ -46,4 +59,4 @@ def is_known_transfer_syntax(uid: str) -> bool:
 
 def service_contexts() -> list[tuple[str, list[str]]]:
     """Return (abstract syntax, transfer syntaxes) of each non-storage service."""
-    return [(VERIFICATION, list(UNCOMPRESSED))]
+    return [(uid, list(UNCOMPRESSED)) for uid in (VERIFICATION, *SERVICES)]

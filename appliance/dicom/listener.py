@@ -21,6 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from appliance.dicom import contexts, spooling
 from appliance.dicom.access import GatedApplicationEntity, ModalityLookup
+from appliance.dicom.services import DicomServices
 from appliance.dicom.store import SUCCESS, StoreHandler, StoreResult
 from appliance.index import IndexWriter
 from appliance.storage import Storage
@@ -77,6 +78,9 @@ class Listener:
         The index's one writer.
     modalities : callable
         Returns the registered modalities, asked on every association.
+    services : DicomServices, optional
+        Worklist, MPPS, Storage Commitment and Query/Retrieve; without it the
+        listener serves C-ECHO and C-STORE only.
     """
 
     def __init__(
@@ -85,8 +89,10 @@ class Listener:
         storage: Storage,
         writer: IndexWriter,
         modalities: ModalityLookup,
+        services: DicomServices | None = None,
     ) -> None:
         self.options = options
+        self._services = services
         self._spools = spooling.SpoolRegistry(storage)
         self._store = StoreHandler(storage, writer, self._spools, self._count)
         self._stats: dict[int, AssociationStats] = {}
@@ -115,6 +121,8 @@ class Listener:
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, self._store),
         ]
+        if self._services is not None:
+            handlers += self._services.handlers()
         address = (self.options.host, self.options.port)
         self._server = self._ae.start_server(
             address, block=False, evt_handlers=handlers
@@ -143,6 +151,8 @@ class Listener:
             association.abort()
         if not self._store.wait_idle(timeout=max(grace_seconds, 5.0)):
             logger.error("A store was still running when the listener stopped")
+        if self._services is not None:
+            self._services.stop()
         self._server = None
         logger.info("DICOM listener stopped")
 

@@ -2,9 +2,14 @@
 
 All SQL for ``index.db`` stays inside this package, so the web and the
 listener only ever call the functions exported here.
+
+Readers open a connection per piece of work with :func:`index_reader` and
+close it: a rebuild may swap ``index.db`` for a new file between two reads
+(see :mod:`appliance.index.readers`).
 """
 
 from appliance.index.ingest import AddResult, Outcome
+from appliance.index.readers import index_reader
 from appliance.index.records import (
     InstanceRecord,
     UnreadableInstanceError,
@@ -15,6 +20,7 @@ from appliance.index.records import (
     record_from_header,
 )
 from appliance.index.schema import open_index, open_index_reader
+from appliance.index.status import RebuildState, RebuildStatus
 from appliance.index.writer import IndexWriter, WriterStoppedError
 
 __all__ = [
@@ -22,9 +28,12 @@ __all__ = [
     "IndexWriter",
     "InstanceRecord",
     "Outcome",
+    "RebuildState",
+    "RebuildStatus",
     "UnreadableInstanceError",
     "WriterStoppedError",
     "describe_header",
+    "index_reader",
     "locate",
     "open_index",
     "open_index_reader",

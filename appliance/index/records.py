@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -245,7 +247,84 @@ def _build(
     )
 
 
+# Elements whose value representation is plain ASCII whatever the character
+# set (PS3.5 6.2: UI, DA, TM, CS, IS), so their raw bytes can be read without
+# pydicom's conversion, which dominates the cost of describing a header.
+_ASCII_TAGS = {
+    keyword: tag_for_keyword(keyword)
+    for keyword in (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "MediaStorageSOPClassUID",
+        "MediaStorageSOPInstanceUID",
+        "TransferSyntaxUID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "Modality",
+        "PhotometricInterpretation",
+        "SeriesNumber",
+        "InstanceNumber",
+        "NumberOfFrames",
+    )
+}
+
+
+# Text elements in the data set's character set (PN, LO, SH); read raw only
+# under a single-byte or UTF-8 set, where decoding needs no escape sequences.
+_TEXT_TAGS = {
+    keyword: tag_for_keyword(keyword)
+    for keyword in (
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "AccessionNumber",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "SeriesDescription",
+    )
+}
+_SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1"}
+_CHARSET_TAG = 0x00080005  # Specific Character Set
+
+
+def _raw_text(ds: Dataset, keyword: str, element: Any) -> str | None:
+    """The first value of an element still in its raw form, or None.
+
+    None means "ask pydicom": the element is converted already, has binary
+    or unusual text, or the character set needs pydicom's decoding.
+    """
+    if not isinstance(element, RawDataElement) or element.value is None:
+        return None
+    codec = "ascii" if keyword in _ASCII_TAGS else _simple_codec(ds)
+    if codec is None or keyword not in _ASCII_TAGS and keyword not in _TEXT_TAGS:
+        return None
+    try:
+        text = element.value.decode(codec).split("\\", 1)[0]
+    except UnicodeDecodeError:
+        return None
+    return text.strip().replace("\x00", "")
+
+
+def _simple_codec(ds: Dataset) -> str | None:
+    element = ds.get_item(_CHARSET_TAG)
+    if element is None:
+        return "ascii"
+    if not isinstance(element, RawDataElement) or element.value is None:
+        return None
+    return _SIMPLE_CHARSETS.get(element.value.decode("ascii", "replace").strip())
+
+
 def _text(ds: Dataset, keyword: str) -> str:
+    element = ds.get_item(_tag(keyword))
+    if element is None:
+        return ""
+    raw = _raw_text(ds, keyword, element)
+    if raw is not None:
+        return raw
     value: Any = ds.get(keyword)
     if value is None:
         return ""
@@ -255,6 +334,15 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 
 def _number(ds: Dataset, keyword: str) -> int | None:
+    element = ds.get_item(_tag(keyword))
+    if element is None:
+        return None
+    raw = _raw_text(ds, keyword, element)
+    if raw:
+        try:
+            return int(raw)
+        except ValueError:
+            pass  # e.g. "1.0": let pydicom's IS decide, as it always has
     value: Any = ds.get(keyword)
     if value is None or value == "":
         return None
@@ -262,3 +350,8 @@ def _number(ds: Dataset, keyword: str) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _tag(keyword: str) -> int:
+    tag = _ASCII_TAGS.get(keyword) or _TEXT_TAGS.get(keyword)
+    return tag if tag is not None else int(tag_for_keyword(keyword) or 0)

@@ -95,6 +95,14 @@ MIGRATIONS = (
         );
         """,
     ),
+    db.Migration(
+        2,
+        "conflicts_by_second_patient",
+        """
+        CREATE INDEX identity_conflicts_by_patient_b
+            ON identity_conflicts (patient_b);
+        """,
+    ),
 )
 
 

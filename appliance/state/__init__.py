@@ -7,9 +7,12 @@ from appliance.state.modalities import (
     remove_modality,
 )
 from appliance.state.schema import open_state
+from appliance.state.users import Role, User
 
 __all__ = [
     "Modality",
+    "Role",
+    "User",
     "add_modality",
     "list_modalities",
     "open_state",

@@ -75,6 +75,63 @@ def add_modality(
     return Modality(title, host or None, port, default_issuer, description)
 
 
+def update_modality(
+    conn: sqlite3.Connection, ae_title: str, changed: Modality
+) -> Modality:
+    """Replace a registered modality's details, its AE title included.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        ``app.db``.
+    ae_title : str
+        The AE title it is registered under now.
+    changed : Modality
+        Its new details.
+
+    Raises
+    ------
+    ValueError
+        If it is not registered, the new AE title is invalid or taken by
+        another modality, or the port is out of range.
+    """
+    title = parse_ae_title(changed.ae_title)
+    if changed.port is not None and not 1 <= changed.port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {changed.port}")
+    try:
+        cursor = conn.execute(
+            "UPDATE modalities SET ae_title = ?, host = ?, port = ?,"
+            " default_issuer = ?, description = ? WHERE ae_title = ?",
+            (
+                title,
+                changed.host or None,
+                changed.port,
+                changed.default_issuer,
+                changed.description,
+                ae_title.strip(),
+            ),
+        )
+    except sqlite3.IntegrityError:
+        raise ValueError(f"AE title {title!r} is already registered") from None
+    if cursor.rowcount == 0:
+        raise ValueError(f"AE title {ae_title!r} is not registered")
+    return Modality(
+        title,
+        changed.host or None,
+        changed.port,
+        changed.default_issuer,
+        changed.description,
+    )
+
+
+def get_modality(conn: sqlite3.Connection, ae_title: str) -> Modality | None:
+    """Return the modality registered under `ae_title`, or None."""
+    for modality in list_modalities(conn):
+        if modality.ae_title == ae_title.strip():
+            return modality
+    return None
+
+
 def remove_modality(conn: sqlite3.Connection, ae_title: str) -> bool:
     """Unregister a modality; return whether it was registered."""
     cursor = conn.execute(

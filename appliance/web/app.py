@@ -1,23 +1,61 @@
-"""Flask application factory.
+"""Flask application factory: blueprints by area, security in one place.
 
-For now the web offers the health endpoint only; the viewer, login and admin
-pages are the next piece of work (they need users in ``app.db`` first).
+Areas: ``auth`` (login, logout, own password), ``studies`` (list and study
+page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``
+and ``identity`` (patients to review, merge, split, correct). Every route
+but the login page, ``/healthz`` and static files needs a login and a
+permission (see :mod:`appliance.web.access`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, jsonify
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.wrappers import Response
+
+from appliance.index.identity_actions import IdentityActions
+from appliance.web import (
+    admin,
+    auth,
+    downloads,
+    errors,
+    identity,
+    identity_decide,
+    studies,
+    viewer,
+)
+from appliance.web.access import Permission, guard, may
+from appliance.web.formatting import register_filters
+from appliance.web.forms import LogoutForm
+from appliance.web.proxies import TrustedProxies
+from appliance.web.render.cache import RenderCache
+from appliance.web.render.renderer import Renderer
+from appliance.web.runtime import Runtime, WebOptions, install
+from appliance.web.secret import load_or_create_key
 
 logger = logging.getLogger(__name__)
 
 HealthProbe = Callable[[], dict[str, Any]]
 
+# Nothing is ever loaded from another site; images may come from blob: URLs.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+    "script-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 
-def create_app(health: HealthProbe, test_config: dict[str, Any] | None = None) -> Flask:
+
+def create_app(
+    health: HealthProbe,
+    options: WebOptions,
+    test_config: dict[str, Any] | None = None,
+    identity_actions: IdentityActions | None = None,
+) -> Flask:
     """Build the web application.
 
     Parameters
@@ -25,15 +63,55 @@ def create_app(health: HealthProbe, test_config: dict[str, Any] | None = None) -
     health : callable
         Returns the appliance's health as a JSON-able dict, without patient
         data.
+    options : WebOptions
+        Databases, storage, cache and security settings.
     test_config : dict, optional
         Flask settings that tests override.
+    identity_actions : IdentityActions, optional
+        Applies identity decisions to the live index through its writer;
+        without it the identity pages show but refuse decisions.
 
     Returns
     -------
     flask.Flask
     """
     app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=load_or_create_key(options.secret_file),
+        SESSION_COOKIE_NAME="appliance_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=options.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=options.idle_minutes),
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
     app.config.update(test_config or {})
+
+    renderer = Renderer(options.storage, RenderCache(options.cache_dir))
+    install(app, Runtime(options, renderer))
+    CSRFProtect(app)
+    auth.init_login(app)
+    register_filters(app)
+    errors.register_error_handlers(app)
+    identity_decide.install_identity(app, identity_actions)
+    for blueprint in (
+        auth.bp,
+        studies.bp,
+        viewer.bp,
+        downloads.bp,
+        admin.bp,
+        identity.bp,
+    ):
+        app.register_blueprint(blueprint)
+
+    app.before_request(guard)
+    app.after_request(_security_headers)
+    app.context_processor(_template_globals)
+    if options.trusted_proxies:
+        app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
+            app.wsgi_app, options.trusted_proxies
+        )
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -43,3 +121,19 @@ def create_app(health: HealthProbe, test_config: dict[str, Any] | None = None) -
         return jsonify(status), code
 
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    # Pages may show patient data: never keep them in a shared cache.
+    if response.mimetype == "text/html":
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _template_globals() -> dict[str, Any]:
+    return {"may": may, "Permission": Permission, "logout_form": LogoutForm}
