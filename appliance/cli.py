@@ -37,6 +37,7 @@ from appliance.config import Settings, describe_settings, load_settings
 from appliance.errors import ApplianceError
 from appliance.service import Appliance, DataPaths, prepare_state
 from appliance.state import add_modality, list_modalities, open_state, remove_modality
+from appliance.state.audit import record_outside_web
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,11 @@ def _modality_add(settings: Settings, args: argparse.Namespace) -> int:
         modality = add_modality(
             conn, args.ae_title, args.host, args.port, args.issuer, args.description
         )
+    record_outside_web(
+        DataPaths(settings.data_dir).app_db,
+        "modality-add",
+        f"{modality.ae_title} host={modality.host or 'any'} port={modality.port}",
+    )
     print(f"Registered {modality.ae_title}")
     return 0
 
@@ -174,6 +180,9 @@ def _modality_remove(settings: Settings, args: argparse.Namespace) -> int:
     if not removed:
         print(f"appliance: {args.ae_title} is not registered", file=sys.stderr)
         return 1
+    record_outside_web(
+        DataPaths(settings.data_dir).app_db, "modality-remove", args.ae_title
+    )
     print(f"Removed {args.ae_title}")
     return 0
 

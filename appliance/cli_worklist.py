@@ -19,9 +19,11 @@ import argparse
 import sqlite3
 from contextlib import closing
 from datetime import datetime
+from pathlib import Path
 
 from appliance.config import Settings
 from appliance.service import DataPaths, prepare_state
+from appliance.state.audit import record_outside_web
 from appliance.state.schema import open_state
 from appliance.state.worklist import NewEntry, WorklistEntry, add_entry, list_entries
 from appliance.state.worklist import remove_entry as remove_worklist_entry
@@ -86,6 +88,11 @@ def _add(settings: Settings, args: argparse.Namespace) -> int:
     )
     with _connect(settings) as conn:
         entry = add_entry(conn, new, created_by="cli")
+    record_outside_web(
+        _app_db(settings),
+        "worklist-add",
+        f"entry {entry.id} accession {entry.accession_number}",
+    )
     print(
         f"Scheduled entry {entry.id}: accession {entry.accession_number},"
         f" step {entry.sps_id}, study {entry.study_uid}"
@@ -111,6 +118,7 @@ def _remove(settings: Settings, args: argparse.Namespace) -> int:
         removed = remove_worklist_entry(conn, args.entry_id)
     if not removed:
         raise ValueError(f"no worklist entry {args.entry_id}")
+    record_outside_web(_app_db(settings), "worklist-remove", f"entry {args.entry_id}")
     print(f"Removed entry {args.entry_id}")
     return 0
 
@@ -126,3 +134,7 @@ def _line(entry: WorklistEntry) -> str:
         f"  {entry.station_ae or '-':<16}  {entry.accession_number:<16}"
         f"  {entry.patient_id}  {entry.patient_name}  {entry.description}"
     )
+
+
+def _app_db(settings: Settings) -> Path:
+    return DataPaths(settings.data_dir).app_db

@@ -54,3 +54,15 @@ def test_duplicate_and_bad_titles_are_refused_in_one_line(tmp_path: Path) -> Non
     assert too_long.returncode == 2 and too_long.stderr.count("\n") == 1
     assert exist_ok.returncode == 0
     assert missing.returncode == 1
+
+
+def test_modality_changes_from_the_command_line_are_audited(tmp_path: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "data"
+    _cli(data, "add", "SEQUOIA", "--host", "10.0.0.5")
+    _cli(data, "remove", "SEQUOIA")
+
+    with sqlite3.connect(data / "app.db") as conn:
+        actions = [row[0] for row in conn.execute("SELECT action FROM audit")]
+    assert actions[-2:] == ["modality-add", "modality-remove"]
