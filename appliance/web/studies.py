@@ -147,6 +147,10 @@ def _label(entry: InstanceEntry) -> str:
 
 
 def _query(args: MultiDict[str, str]) -> StudyQuery:
+    # No DICOM value holds a NUL, and SQLite's LIKE would end the pattern
+    # there (so "<NUL>" would match every study): refuse the search.
+    if any("\x00" in value for value in args.values()):
+        abort(400)
     values = {name: args.get(name, "").strip()[:64] for name in _FIELDS}
     return StudyQuery(
         date_from=to_dicom_date(args.get("date_from")),

@@ -122,8 +122,13 @@ def report(instance_id: int) -> Any:
     return jsonify(lines=lines)
 
 
+SQLITE_MAX_INTEGER = 2**63 - 1
+
+
 def instance_or_404(instance_id: int) -> InstanceEntry:
     """Return the indexed instance, or end the request with 404."""
+    if not 0 < instance_id <= SQLITE_MAX_INTEGER:
+        abort(404)  # no such row, and SQLite could not even bind the number
     entry = get_instance(index_db(), instance_id)
     if entry is None:
         abort(404)
