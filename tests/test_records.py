@@ -66,7 +66,7 @@ def test_raw_fast_path_reads_what_pydicom_converts() -> None:
         except Exception:
             continue
         converted = read_header(path)
-        for element in converted:  # iterating converts every raw element
+        for _element in converted:  # iterating converts every raw element
             pass
         assert describe_header(converted) == fast, path.name
         compared += 1
