@@ -68,7 +68,9 @@ def test_estimate_divides_free_space_by_the_intake(tmp_path: Path) -> None:
 
     found = diskspace.estimate(tmp_path)
 
-    assert found.free_bytes == diskspace.free_bytes(tmp_path) > 0
+    # Other processes write to this disk too: the two readings may differ.
+    assert found.free_bytes > 0
+    assert found.free_bytes == pytest.approx(diskspace.free_bytes(tmp_path), rel=0.05)
     assert found.total_bytes >= found.free_bytes
     assert found.daily_bytes == 1_000_000
     assert found.days_left == pytest.approx(found.free_bytes / 1_000_000)
