@@ -51,8 +51,3 @@ def conflicts(conn: sqlite3.Connection) -> list[sqlite3.Row]:
         " JOIN patients a ON a.id = c.patient_a"
         " JOIN patients b ON b.id = c.patient_b ORDER BY c.id"
     ).fetchall()
-
-
-def stored_paths(conn: sqlite3.Connection) -> set[str]:
-    """Return the storage-relative path of every indexed file."""
-    return {row[0] for row in conn.execute("SELECT file_path FROM instances")}

@@ -101,10 +101,11 @@ def recent(
             "SELECT * FROM audit WHERE username = ? ORDER BY id DESC LIMIT ?",
             (username, limit),
         ).fetchall()
-    return [_entry(row) for row in rows]
+    return [entry_from_row(row) for row in rows]
 
 
-def _entry(row: sqlite3.Row) -> AuditEntry:
+def entry_from_row(row: sqlite3.Row) -> AuditEntry:
+    """Turn one row of the audit table into an :class:`AuditEntry`."""
     return AuditEntry(
         id=int(row["id"]),
         at=row["at"],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from appliance.state.audit import AuditEntry, AuditEvent
+from appliance.state.audit import AuditEntry, entry_from_row
 
 EXPORT_COLUMNS = (
     "id",
@@ -81,7 +81,7 @@ def search(
         f"SELECT * FROM audit WHERE {where} ORDER BY id DESC LIMIT ?",
         (*params, limit),
     ).fetchall()
-    return [_entry(row) for row in rows]
+    return [entry_from_row(row) for row in rows]
 
 
 def iterate(conn: sqlite3.Connection, wanted: AuditFilter) -> Iterator[tuple[Any, ...]]:
@@ -99,19 +99,3 @@ def iterate(conn: sqlite3.Connection, wanted: AuditFilter) -> Iterator[tuple[Any
         for row in rows:
             yield tuple(row)
         last = int(rows[-1]["id"])
-
-
-def _entry(row: sqlite3.Row) -> AuditEntry:
-    return AuditEntry(
-        id=int(row["id"]),
-        at=row["at"],
-        event=AuditEvent(
-            username=row["username"],
-            action=row["action"],
-            address=row["address"],
-            patient_id=row["patient_id"],
-            study_uid=row["study_uid"],
-            object_uid=row["object_uid"],
-            detail=row["detail"],
-        ),
-    )
