@@ -26,13 +26,17 @@ from appliance.dicom.services import DicomServices, ServiceOptions
 from appliance.index import IndexWriter
 from appliance.index.identity_actions import IdentityActions
 from appliance.maintenance import IndexKeeper
+from appliance.restoring import RestoreWizard
 from appliance.state import Modality, list_modalities, open_state
 from appliance.state.audit import record_outside_web
 from appliance.state.identity import IdentityRulesSource
 from appliance.state.users import create_first_admin
 from appliance.storage import Storage
 from appliance.web import WebOptions, create_app
+from backup.errors import RestoreRefusedError
+from backup.files import remove_tree
 from backup.job import BackupJob
+from backup.restore import swap
 from backup.retention import Retention
 
 logger = logging.getLogger(__name__)
@@ -105,24 +109,107 @@ class Appliance:
         self.paths = DataPaths(settings.data_dir)
         self.login_policy = login_policy(settings)
         self.storage = Storage(settings.data_dir)
-        # Default issuers, worklist and identity decisions, for every store.
-        self.identity_rules = IdentityRulesSource(self.paths.app_db)
-        self.writer = IndexWriter(self.paths.index_db, identity=self.identity_rules)
-        self.scheduler = scheduling.create_scheduler()
-        self.keeper = IndexKeeper(
-            settings.data_dir,
-            self.paths.index_db,
-            self.paths.app_db,
-            self.storage,
-            self.writer,
-        )
         self.backups = BackupJob(
             settings.data_dir,
             settings.backup_dir,
             Retention(settings.keep_daily, settings.keep_weekly, settings.keep_monthly),
             settings.backup_time,
         )
-        self.listener = Listener(
+        self.restore = RestoreWizard(
+            settings.data_dir, settings.backup_dir, self.switch_data
+        )
+        self._build_parts()
+        self._web: Any = None
+        self._web_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        # Held while the data folder is switched, so that stop waits for it.
+        self._switch_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Bring every part up, in dependency order."""
+        self._start_parts()
+        self._start_web()
+        self._start_jobs()
+
+    def stop(self) -> None:
+        """Stop every part, letting stores in flight finish first."""
+        logger.info("Stopping")
+        self._stopping.set()
+        if self._web is not None:
+            self._web.close()
+        with self._switch_lock:
+            self._stop_parts()
+        self.backups.stop()
+        logger.info("Stopped")
+
+    def switch_data(self, staged: Path) -> Path | None:
+        """Serve from a restored copy of the data folder, keeping the old one.
+
+        The listener and the index stop (stores in flight finish first), the
+        staged folder takes the data folder's place and they start again on
+        it. The web stays up and answers "restoring" meanwhile. If the swap
+        fails, they start again on the data they had and the error is
+        raised.
+
+        Parameters
+        ----------
+        staged : pathlib.Path
+            A complete copy of a snapshot beside the data folder
+            (:func:`backup.restore.stage`).
+
+        Returns
+        -------
+        pathlib.Path or None
+            Where the replaced data folder was moved, never deleted.
+        """
+        with self._switch_lock:
+            if self._stopping.is_set():
+                remove_tree(staged)
+                raise RestoreRefusedError("the appliance is stopping; restore again")
+            logger.info("Switching the data folder to a restored copy")
+            self._stop_parts()
+            try:
+                moved = swap(staged, self.settings.data_dir)
+            except BaseException:
+                logger.exception("The switch failed; serving the previous data")
+                remove_tree(staged)
+                self._build_parts()
+                self._start_parts()
+                self._start_jobs()
+                raise
+            self._build_parts()
+            self._start_parts()
+            self._start_jobs()
+
+        record_outside_web(
+            self.paths.app_db,
+            "restore",
+            f"restored from a backup; the replaced data is kept in {moved or '-'}",
+            by_system=True,
+        )
+        logger.info("Serving from the restored data; the replaced data is in %s", moved)
+        return moved
+
+    def _build_parts(self) -> None:
+        # What holds the data folder open; made anew after a restore's switch.
+        self.identity_rules = IdentityRulesSource(self.paths.app_db)
+        self.writer = IndexWriter(self.paths.index_db, identity=self.identity_rules)
+        self.identity_actions = IdentityActions(
+            self.writer, self.storage, self.identity_rules
+        )
+        self.scheduler = scheduling.create_scheduler()
+        self.keeper = IndexKeeper(
+            self.settings.data_dir,
+            self.paths.index_db,
+            self.paths.app_db,
+            self.storage,
+            self.writer,
+        )
+        self.listener = self._build_listener()
+
+    def _build_listener(self) -> Listener:
+        settings = self.settings
+        return Listener(
             ListenerOptions(
                 ae_title=settings.ae_title,
                 host=settings.dicom_host,
@@ -145,12 +232,10 @@ class Appliance:
                 lambda: registered_modalities(self.paths),
             ),
         )
-        self._web: Any = None
-        self._web_thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
-    def start(self) -> None:
-        """Bring every part up, in dependency order."""
+    def _start_parts(self) -> None:
+        # Torn receives are swept before the listener opens, the index
+        # writer runs before the first C-STORE can arrive.
         self.storage.prepare()
         self.keeper.prepare()
         self.storage.sweep_incoming()
@@ -158,25 +243,20 @@ class Appliance:
         announce_first_admin(self.paths)
         self.writer.start()
         self.listener.start()
-        self._start_web()
+
+    def _start_jobs(self) -> None:
         self.keeper.start(self.scheduler)
         self._schedule_disk_warning()
         self._schedule_backups()
         self.scheduler.start()
 
-    def stop(self) -> None:
-        """Stop every part, letting stores in flight finish first."""
-        logger.info("Stopping")
-        if self._web is not None:
-            self._web.close()
+    def _stop_parts(self) -> None:
         self.listener.stop(grace_seconds=self.settings.shutdown_grace)
         self.keeper.stop()
-        self.backups.stop()
         scheduling.shutdown(self.scheduler)
         self.writer.stop()
         self.identity_rules.close()
         self.keeper.unlock()
-        logger.info("Stopped")
 
     def serve_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop cleanly."""
@@ -284,8 +364,11 @@ class Appliance:
         }
 
     def _start_web(self) -> None:
-        identity = IdentityActions(self.writer, self.storage, self.identity_rules)
-        app = create_app(self.health, self._web_options(), identity_actions=identity)
+        app = create_app(
+            self.health,
+            self._web_options(),
+            identity_actions=lambda: self.identity_actions,
+        )
         self._web = create_server(
             app,
             host=self.settings.http_host,

@@ -1,8 +1,9 @@
 """Flask application factory: blueprints by area, security in one place.
 
 Areas: ``auth`` (login, logout, own password), ``studies`` (list and study
-page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``
-and ``identity`` (patients to review, merge, split, correct). Every route
+page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``,
+``identity`` (patients to review, merge, split, correct) and ``worklist``
+(the procedures the modality finds in its worklist). Every route
 but the login page, ``/healthz`` and static files needs a login and a
 permission (see :mod:`appliance.web.access`).
 """
@@ -18,7 +19,6 @@ from flask import Flask, jsonify
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
-from appliance.index.identity_actions import IdentityActions
 from appliance.web import (
     admin,
     auth,
@@ -28,10 +28,12 @@ from appliance.web import (
     identity_decide,
     studies,
     viewer,
+    worklist,
 )
 from appliance.web.access import Permission, guard, may
 from appliance.web.formatting import register_filters
 from appliance.web.forms import LogoutForm
+from appliance.web.identity_decide import ActionsSource
 from appliance.web.proxies import TrustedProxies
 from appliance.web.render.cache import RenderCache
 from appliance.web.render.renderer import Renderer
@@ -54,7 +56,7 @@ def create_app(
     health: HealthProbe,
     options: WebOptions,
     test_config: dict[str, Any] | None = None,
-    identity_actions: IdentityActions | None = None,
+    identity_actions: ActionsSource | None = None,
 ) -> Flask:
     """Build the web application.
 
@@ -67,7 +69,7 @@ def create_app(
         Databases, storage, cache and security settings.
     test_config : dict, optional
         Flask settings that tests override.
-    identity_actions : IdentityActions, optional
+    identity_actions : IdentityActions or callable returning one, optional
         Applies identity decisions to the live index through its writer;
         without it the identity pages show but refuse decisions.
 
@@ -102,6 +104,7 @@ def create_app(
         downloads.bp,
         admin.bp,
         identity.bp,
+        worklist.bp,
     ):
         app.register_blueprint(blueprint)
 

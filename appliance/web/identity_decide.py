@@ -32,8 +32,15 @@ EXTENSION = "appliance.identity"
 T = TypeVar("T")
 
 
-def install_identity(app: Flask, actions: IdentityActions | None) -> None:
-    """Give the app the way to apply decisions to the live index (or none)."""
+ActionsSource = IdentityActions | Callable[[], IdentityActions]
+
+
+def install_identity(app: Flask, actions: ActionsSource | None) -> None:
+    """Give the app the way to apply decisions to the live index (or none).
+
+    The service passes a callable: after a restore's switch the index has a
+    new writer, and the web must reach that one.
+    """
     app.extensions[EXTENSION] = actions
 
 
@@ -163,5 +170,7 @@ def _refuse() -> None:
 
 
 def _actions() -> IdentityActions | None:
-    found: IdentityActions | None = current_app.extensions.get(EXTENSION)
-    return found
+    found: ActionsSource | None = current_app.extensions.get(EXTENSION)
+    if found is None or isinstance(found, IdentityActions):
+        return found
+    return found()
