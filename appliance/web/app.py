@@ -1,9 +1,8 @@
 """Flask application factory: blueprints by area, security in one place.
 
 Areas: ``auth`` (login, logout, own password), ``studies`` (list and study
-page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``,
-``identity`` (patients to review, merge, split, correct) and ``worklist``
-(the procedures the modality finds in its worklist). Every route
+page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``
+and ``identity`` (patients to review, merge, split, correct). Every route
 but the login page, ``/healthz`` and static files needs a login and a
 permission (see :mod:`appliance.web.access`).
 """
@@ -28,7 +27,6 @@ from appliance.web import (
     identity_decide,
     studies,
     viewer,
-    worklist,
 )
 from appliance.web.access import Permission, guard, may
 from appliance.web.formatting import register_filters
@@ -104,7 +102,6 @@ def create_app(
         downloads.bp,
         admin.bp,
         identity.bp,
-        worklist.bp,
     ):
         app.register_blueprint(blueprint)
 
