@@ -55,6 +55,7 @@ class Staged:
     tls_port: int
     redirect_port: int
     output: str
+    warnings: str
     admin_password: str
 
     def path(self, relative: str) -> Path:
@@ -97,6 +98,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
         tls_port=ports["tls"],
         redirect_port=ports["redirect"],
         output=result.stdout,
+        warnings=result.stderr,
         admin_password=password,
     )
 
@@ -137,7 +139,6 @@ def test_installs_every_file_with_its_owner_and_mode(staged: Staged) -> None:
         "etc/nginx/sites-available/appliance.conf": (0o644, "root:root"),
         "var/lib/appliance": (0o750, f"{service}:{service}"),
         "var/lib/appliance/app.db": (0o640, f"{service}:{service}"),
-        BACKUP.lstrip("/"): (0o750, f"{service}:{service}"),
         "opt/appliance": (0o755, "root:root"),
         "opt/appliance/bin/appliance": (0o755, "root:root"),
         "staged-actions.txt": (0o644, "root:root"),
@@ -195,6 +196,15 @@ def test_writes_the_settings_it_was_given(staged: Staged) -> None:
     }
     dropin = staged.path("etc/systemd/system/appliance.service.d/backup.conf")
     assert f"ReadWritePaths=-{staged.root}{BACKUP}\n" in dropin.read_text()
+
+
+def test_a_missing_backup_folder_on_the_data_disk_is_not_made(staged: Staged) -> None:
+    # In the staging root it would be on the data disk: an unmounted backup
+    # disk looks just like that, and backups must not land on the data disk.
+    assert not staged.path(BACKUP.lstrip("/")).exists()
+    assert f"the backup folder {staged.root}{BACKUP} does not exist" in " ".join(
+        staged.warnings.split()
+    )
 
 
 def test_registers_the_modality_and_the_first_admin(staged: Staged) -> None:

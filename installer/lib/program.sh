@@ -23,21 +23,36 @@ make_folders() {
 }
 
 # The backup folder (backup_dir in appliance.toml; none when empty) is often
-# a mounted disk: make it if missing, hand it to the service user, and say
-# so when its file system cannot take an owner (FAT, exFAT).
+# a mounted disk. A missing folder is made only when its parent is on another
+# file system than the data folder (the backup disk is mounted and the folder
+# is new on it). Otherwise the disk is most likely not mounted, and making the
+# folder would put the backups on the data disk without anyone noticing: say
+# so and leave it to the owner; the appliance shows a banner until it exists.
 make_backup_folder() {
     local folder="$1"
     if [[ -z "$folder" ]]; then
         return 0
     fi
     if [[ ! -d "$folder" ]]; then
-        put_dir 0750 "$SERVICE_USER" "$SERVICE_USER" "$folder"
+        if on_other_disk "$(dirname "$folder")" "$DATA_DIR"; then
+            put_dir 0750 "$SERVICE_USER" "$SERVICE_USER" "$folder"
+        else
+            warn "the backup folder $folder does not exist, and making it here" \
+                "would put the backups on the data disk. Mount the backup disk," \
+                "then: install -d -m 0750 -o $SERVICE_USER -g $SERVICE_USER $folder"
+        fi
         return 0
     fi
     if service_user_exists; then
         chown "$SERVICE_USER:$SERVICE_USER" "$folder" \
             || warn "could not give $folder to $SERVICE_USER; backups may fail"
     fi
+}
+
+# True when folder $1 exists and is on another file system than folder $2.
+on_other_disk() {
+    [[ -d "$1" ]] || return 1
+    [[ "$(stat -c %d "$1")" != "$(stat -c %d "$2")" ]]
 }
 
 # True when no app.db exists yet: a first install, not an upgrade.
