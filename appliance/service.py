@@ -368,6 +368,8 @@ class Appliance:
             self.health,
             self._web_options(),
             identity_actions=lambda: self.identity_actions,
+            backups=self.backups,
+            restore=self.restore,
         )
         self._web = create_server(
             app,

@@ -117,6 +117,23 @@ def test_an_accession_number_is_scheduled_once(state: sqlite3.Connection) -> Non
     assert len(list_entries(state, include_done=True)) == 1
 
 
+def test_an_empty_accession_number_is_numbered_by_the_day(
+    state: sqlite3.Connection,
+) -> None:
+    add_entry(state, _new(accession_number="20261203-002"))
+    add_entry(state, _new(accession_number="20261203-XY"))
+
+    numbered = [
+        add_entry(state, _new(accession_number=" ")).accession_number for _ in range(2)
+    ]
+    next_day = add_entry(
+        state, _new(accession_number="", scheduled=NOON.replace(day=4))
+    )
+
+    assert numbered == ["20261203-003", "20261203-004"]
+    assert next_day.accession_number == "20261204-001"
+
+
 def test_done_and_stale_entries_drop_off_the_open_list(
     state: sqlite3.Connection,
 ) -> None:

@@ -18,7 +18,7 @@ import enum
 import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 
 from pydicom.uid import generate_uid
@@ -48,7 +48,9 @@ class NewEntry:
 
     `patient_name` is a DICOM person name (PS3.5 6.2, VR PN), family name
     first: ``"DOE^JANE"``. `birth_date` is ``YYYYMMDD`` or empty; `sex` is
-    M, F, O or empty. `scheduled` is local time.
+    M, F, O or empty. `scheduled` is local time. An empty
+    `accession_number` is numbered by :func:`add_entry` from the scheduled
+    day: ``20240131-001``, ``20240131-002``...
     """
 
     patient_id: str
@@ -73,9 +75,7 @@ class NewEntry:
         values = {
             "patient_id": _text("patient_id", self.patient_id, 64, required=True),
             "patient_name": _text("patient_name", self.patient_name, 64 * 5 + 4),
-            "accession_number": _text(
-                "accession_number", self.accession_number, 16, required=True
-            ),
+            "accession_number": _text("accession_number", self.accession_number, 16),
             "birth_date": _birth_date(self.birth_date),
             "sex": _sex(self.sex),
             "issuer": _text("issuer", self.issuer, 64),
@@ -136,6 +136,10 @@ def add_entry(
     now = _now()
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not entry.accession_number:
+            entry = replace(
+                entry, accession_number=_next_accession(conn, entry.scheduled.date())
+            )
         row_id = _insert(conn, entry, created_by, now)
         # PS3.3 C.4.11: the Requested Procedure and Scheduled Procedure Step
         # IDs (VR SH) are made from the row id, which AUTOINCREMENT never
@@ -251,6 +255,21 @@ def set_status(
             " WHERE id = ? AND status NOT IN (?, ?)",
             (status.value, _now(), entry_id, *done),
         )
+
+
+def _next_accession(conn: sqlite3.Connection, day: date) -> str:
+    # A small office has no RIS to number its procedures: the day and the
+    # next count after the day's highest, "20240131-001" (VR SH: 16 chars).
+    prefix = day.strftime("%Y%m%d") + "-"
+    counts = [
+        int(row[0][len(prefix) :])
+        for row in conn.execute(
+            "SELECT accession_number FROM worklist WHERE accession_number LIKE ?",
+            (prefix + "%",),
+        )
+        if row[0][len(prefix) :].isdigit()
+    ]
+    return f"{prefix}{max(counts, default=0) + 1:03d}"
 
 
 def _insert(

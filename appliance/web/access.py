@@ -6,9 +6,9 @@ that declares nothing is refused to everybody but the public pages. Roles:
 
 ========== =================================================================
 frontdesk  the study list only (who came, which study): no images, reports
-           or downloads
-clinician  the list, studies, images, clips, reports and downloads, and
-           the patient identity review (merge, split, correct)
+           or downloads; and the worklist (schedule the day's patients)
+clinician  the list, studies, images, clips, reports and downloads, the
+           worklist, and the patient identity review (merge, split, correct)
 admin      everything a clinician may, and the admin pages (users, sessions,
            modalities, audit trail)
 ========== =================================================================
@@ -48,11 +48,14 @@ class Permission(enum.Enum):
     VIEW_IMAGES = "view-images"
     DOWNLOAD = "download"
     REVIEW_IDENTITY = "review-identity"
+    SCHEDULE = "schedule"
     ADMINISTER = "administer"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.FRONTDESK: frozenset({Permission.OWN_ACCOUNT, Permission.LIST_STUDIES}),
+    Role.FRONTDESK: frozenset(
+        {Permission.OWN_ACCOUNT, Permission.LIST_STUDIES, Permission.SCHEDULE}
+    ),
     Role.CLINICIAN: frozenset(
         {
             Permission.OWN_ACCOUNT,
@@ -60,6 +63,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.VIEW_IMAGES,
             Permission.DOWNLOAD,
             Permission.REVIEW_IDENTITY,
+            Permission.SCHEDULE,
         }
     ),
     Role.ADMIN: frozenset(Permission),

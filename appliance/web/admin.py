@@ -1,8 +1,9 @@
 """Admin pages: the audit trail (filter, export), and the areas below.
 
 ``/admin/users`` (:mod:`appliance.web.admin_users`), ``/admin/sessions``
-(:mod:`appliance.web.admin_sessions`) and ``/admin/modalities``
-(:mod:`appliance.web.admin_modalities`) are blueprints nested in this one,
+(:mod:`appliance.web.admin_sessions`), ``/admin/modalities``
+(:mod:`appliance.web.admin_modalities`) and ``/admin/backup``
+(:mod:`appliance.web.admin_backup`) are blueprints nested in this one,
 so that every admin endpoint is named ``admin.…``. Looking at the trail and
 exporting it are audited too: the trail names patients.
 """
@@ -22,7 +23,7 @@ from werkzeug.datastructures import MultiDict
 
 from appliance import db
 from appliance.state.audit_search import EXPORT_COLUMNS, AuditFilter, iterate, search
-from appliance.web import admin_modalities, admin_sessions, admin_users
+from appliance.web import admin_backup, admin_modalities, admin_sessions, admin_users
 from appliance.web.access import Permission, audit, requires
 from appliance.web.runtime import runtime, state_db
 
@@ -30,6 +31,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 bp.register_blueprint(admin_users.bp)
 bp.register_blueprint(admin_sessions.bp)
 bp.register_blueprint(admin_modalities.bp)
+bp.register_blueprint(admin_backup.bp)
 
 AUDIT_ROWS = 200
 # A cell starting with one of these is a formula to a spreadsheet program.

@@ -1,8 +1,9 @@
 """Flask application factory: blueprints by area, security in one place.
 
 Areas: ``auth`` (login, logout, own password), ``studies`` (list and study
-page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``
-and ``identity`` (patients to review, merge, split, correct). Every route
+page), ``viewer`` (frames, thumbnails, reports), ``downloads``, ``admin``,
+``identity`` (patients to review, merge, split, correct) and ``worklist``
+(the procedures the modality finds in its worklist). Every route
 but the login page, ``/healthz`` and static files needs a login and a
 permission (see :mod:`appliance.web.access`).
 """
@@ -18,6 +19,7 @@ from flask import Flask, jsonify
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
+from appliance.restoring import RestoreWizard
 from appliance.web import (
     admin,
     auth,
@@ -27,8 +29,11 @@ from appliance.web import (
     identity_decide,
     studies,
     viewer,
+    worklist,
 )
 from appliance.web.access import Permission, guard, may
+from appliance.web.backup_banner import install_banner
+from appliance.web.backup_words import register_backup_words
 from appliance.web.formatting import register_filters
 from appliance.web.forms import LogoutForm
 from appliance.web.identity_decide import ActionsSource
@@ -37,6 +42,8 @@ from appliance.web.render.cache import RenderCache
 from appliance.web.render.renderer import Renderer
 from appliance.web.runtime import Runtime, WebOptions, install
 from appliance.web.secret import load_or_create_key
+from appliance.web.switching import switching_gate
+from backup.job import BackupJob
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ def create_app(
     options: WebOptions,
     test_config: dict[str, Any] | None = None,
     identity_actions: ActionsSource | None = None,
+    backups: BackupJob | None = None,
+    restore: RestoreWizard | None = None,
 ) -> Flask:
     """Build the web application.
 
@@ -70,6 +79,10 @@ def create_app(
     identity_actions : IdentityActions or callable returning one, optional
         Applies identity decisions to the live index through its writer;
         without it the identity pages show but refuse decisions.
+    backups : BackupJob, optional
+        The appliance's backups, for the backup page and the banner.
+    restore : RestoreWizard, optional
+        Verifies and restores snapshots, for the restore wizard's pages.
 
     Returns
     -------
@@ -89,10 +102,14 @@ def create_app(
     app.config.update(test_config or {})
 
     renderer = Renderer(options.storage, RenderCache(options.cache_dir))
-    install(app, Runtime(options, renderer))
+    install(app, Runtime(options, renderer, backups, restore))
+    # First of all hooks: while a restore switches folders, nothing opens app.db.
+    app.before_request(switching_gate)
     CSRFProtect(app)
     auth.init_login(app)
     register_filters(app)
+    register_backup_words(app)
+    install_banner(app, backups, options.clock)
     errors.register_error_handlers(app)
     identity_decide.install_identity(app, identity_actions)
     for blueprint in (
@@ -102,6 +119,7 @@ def create_app(
         downloads.bp,
         admin.bp,
         identity.bp,
+        worklist.bp,
     ):
         app.register_blueprint(blueprint)
 

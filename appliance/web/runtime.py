@@ -21,9 +21,11 @@ from flask import Flask, current_app, g
 from appliance import db
 from appliance.auth.login import LoginPolicy
 from appliance.index import index_reader
+from appliance.restoring import RestoreWizard
 from appliance.state.sessions import Timeouts
 from appliance.storage import Storage
 from appliance.web.render.renderer import Renderer
+from backup.job import BackupJob
 
 EXTENSION = "appliance"
 
@@ -77,10 +79,16 @@ class WebOptions:
 
 @dataclass(frozen=True)
 class Runtime:
-    """The objects one app shares across requests."""
+    """The objects one app shares across requests.
+
+    ``backups`` and ``restore`` are None in an app built without them (some
+    tests): the backup pages then say so and refuse every action.
+    """
 
     options: WebOptions
     renderer: Renderer
+    backups: BackupJob | None = None
+    restore: RestoreWizard | None = None
 
 
 def install(app: Flask, runtime: Runtime) -> None:

@@ -7,6 +7,7 @@ cannot be added without deciding (and testing) who may use it.
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import datetime
 
 import pytest
 from flask import Flask
@@ -16,10 +17,17 @@ from appliance.index import open_index_reader
 from appliance.index.browse import StudyQuery, find_studies, get_study, study_series
 from appliance.state import add_modality, open_state
 from appliance.state.modalities import get_modality
+from appliance.state.worklist import NewEntry, add_entry
 from appliance.web.access import ROLE_PERMISSIONS, Permission
 from tests.web.conftest import USERS, Archive, csrf_token
 
 ACCESS_AE = "ACCESSTEST"
+ACCESS_ENTRY = NewEntry(
+    patient_id="ACCESS-WL",
+    patient_name="ACCESS^TEST",
+    accession_number="ACCESS-WL",
+    scheduled=datetime.now(),
+)
 
 PUBLIC = {"auth.login", "healthz", "static"}
 NEEDS = {
@@ -50,6 +58,12 @@ NEEDS = {
     "admin.modalities.add": Permission.ADMINISTER,
     "admin.modalities.edit": Permission.ADMINISTER,
     "admin.modalities.remove": Permission.ADMINISTER,
+    "admin.backup.index": Permission.ADMINISTER,
+    "admin.backup.now": Permission.ADMINISTER,
+    "admin.backup.restore.index": Permission.ADMINISTER,
+    "admin.backup.restore.verify": Permission.ADMINISTER,
+    "admin.backup.restore.progress": Permission.ADMINISTER,
+    "admin.backup.restore.confirm": Permission.ADMINISTER,
     "identity.review": Permission.REVIEW_IDENTITY,
     "identity.patient": Permission.REVIEW_IDENTITY,
     "identity.merge": Permission.REVIEW_IDENTITY,
@@ -57,6 +71,11 @@ NEEDS = {
     "identity.correct": Permission.REVIEW_IDENTITY,
     "identity.move": Permission.REVIEW_IDENTITY,
     "identity.undo": Permission.REVIEW_IDENTITY,
+    "worklist.index": Permission.SCHEDULE,
+    "worklist.add": Permission.SCHEDULE,
+    "worklist.entry": Permission.SCHEDULE,
+    "worklist.confirm_remove": Permission.SCHEDULE,
+    "worklist.remove": Permission.SCHEDULE,
 }
 # Routes that only take a POST, each with a URL that names nothing, so that
 # the test changes nothing: the admin gets past the gate to a 404.
@@ -69,10 +88,14 @@ POSTS = {
     "admin.sessions.end": "/admin/sessions/999999/end",
     "admin.sessions.end_user": "/admin/sessions/user/999999/end",
     "admin.modalities.remove": "/admin/modalities/remove",
+    "admin.backup.now": "/admin/backup/now",
+    "admin.backup.restore.verify": "/admin/backup/restore/verify",
+    "admin.backup.restore.confirm": "/admin/backup/restore/confirm",
     "identity.different": "/patients/conflicts/999999/different",
     "identity.correct": "/patients/999999/correct",
     "identity.move": "/patients/999999/move",
     "identity.undo": "/patients/decisions/999999/undo",
+    "worklist.remove": "/worklist/999999/remove",
 }
 GETS = sorted(set(NEEDS) - {"auth.logout"} - set(POSTS))
 
@@ -83,6 +106,7 @@ def urls(archive: Archive) -> dict[str, str]:
     with closing(open_state(archive.data_dir / "app.db")) as conn:
         if get_modality(conn, ACCESS_AE) is None:
             add_modality(conn, ACCESS_AE, description="for the access tests")
+        scheduled = add_entry(conn, ACCESS_ENTRY)
     with closing(open_index_reader(archive.data_dir / "index.db")) as conn:
         study = get_study(conn, archive.today_study)
         assert study is not None
@@ -112,11 +136,18 @@ def urls(archive: Archive) -> dict[str, str]:
         "admin.modalities.index": "/admin/modalities/",
         "admin.modalities.add": "/admin/modalities/new",
         "admin.modalities.edit": f"/admin/modalities/edit?ae_title={ACCESS_AE}",
+        "admin.backup.index": "/admin/backup/",
+        "admin.backup.restore.index": "/admin/backup/restore/",
+        "admin.backup.restore.progress": "/admin/backup/restore/progress",
         "identity.review": "/patients/review",
         "identity.patient": f"/patients/{study.patient_ref}",
         "identity.merge": (
             f"/patients/merge?first={study.patient_ref}&second={conflict.patient_ref}"
         ),
+        "worklist.index": "/worklist/",
+        "worklist.add": "/worklist/new",
+        "worklist.entry": f"/worklist/{scheduled.id}",
+        "worklist.confirm_remove": f"/worklist/{scheduled.id}/remove",
     }
 
 
