@@ -9,6 +9,8 @@ import pytest
 
 from appliance.index.records import (
     describe_header,
+    parse_header,
+    parse_header_prefix,
     read_header,
     read_header_prefix,
 )
@@ -72,3 +74,22 @@ def test_raw_fast_path_reads_what_pydicom_converts() -> None:
         compared += 1
 
     assert compared > 100
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_the_pixel_data_offset_is_found_from_the_file_or_a_prefix(name: str) -> None:
+    path = sample_file(name)
+    data = path.read_bytes()
+    header = parse_header(path)
+
+    whole = parse_header_prefix(data, whole_file=True)
+    assert whole is not None and whole.pixel_offset == header.pixel_offset
+    if name == "image_dfl.dcm":  # deflated: positions are not in the file
+        assert header.pixel_offset is None
+        return
+    offset = header.pixel_offset
+    assert offset is not None
+    tag = data[offset : offset + 4]
+    assert tag in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, big endian
+    early = parse_header_prefix(data[: offset + 12], whole_file=False)
+    assert early is not None and early.pixel_offset == offset

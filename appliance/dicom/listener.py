@@ -4,6 +4,11 @@ It accepts associations only from registered modalities, answers C-ECHO, and
 stores C-STORE data sets through :class:`~appliance.dicom.store.StoreHandler`.
 A stop is graceful: no new associations, stores in flight finish with a
 status, and only then are idle associations aborted.
+
+A connection that sends no A-ASSOCIATE-RQ is closed after
+:data:`FIRST_PDU_TIMEOUT` and, until it asks, takes none of the association
+slots (see :mod:`~appliance.dicom.access`), so idle sockets cannot lock the
+modality out.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ logger = logging.getLogger(__name__)
 # pynetdicom). One MiB keeps memory flat per association and costs no
 # measurable speed: the per-PDU overhead is six bytes.
 MAX_PDU_BYTES = 1 << 20
+
+# Seconds a new connection has to send its A-ASSOCIATE-RQ (pynetdicom's ARTIM
+# timer, PS3.8 9.1.5). A modality sends it at once; a port scanner or a broken
+# peer sends nothing, and must not keep a thread for the full ACSE_TIMEOUT.
+FIRST_PDU_TIMEOUT = 5.0
+
+# Seconds to wait for the other ACSE messages once the association is asked
+# for (the A-ASSOCIATE, A-RELEASE and A-ABORT exchanges).
+ACSE_TIMEOUT = 30.0
 
 
 @dataclass
@@ -113,6 +127,7 @@ class Listener:
         spooling.install(self._spools)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, _on_connection_open),
+            (evt.EVT_REQUESTED, _on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, _on_rejected),
             (evt.EVT_RELEASED, self._on_ended),
@@ -207,7 +222,7 @@ def _build_ae(
     ae.maximum_associations = options.max_associations
     ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.network_timeout = options.network_timeout
-    ae.acse_timeout = 30
+    ae.acse_timeout = ACSE_TIMEOUT
     ae.dimse_timeout = options.network_timeout
     ae.require_called_aet = False
     for abstract_syntax, transfer_syntaxes in contexts.service_contexts():
@@ -216,6 +231,10 @@ def _build_ae(
 
 
 def _on_connection_open(event: Event) -> None:
+    # Until the A-ASSOCIATE-RQ arrives, a short ARTIM timeout; _on_requested
+    # gives the association the full ACSE timeout back.
+    event.assoc.acse_timeout = FIRST_PDU_TIMEOUT
+
     # Nagle's algorithm against the peer's delayed ACK stalls each small
     # response by ~40 ms; see FIELD-NOTES "pynetdicom traps".
     sock = getattr(event.assoc.dul.socket, "socket", None)
@@ -225,6 +244,10 @@ def _on_connection_open(event: Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         logger.debug("Could not set TCP_NODELAY", exc_info=True)
+
+
+def _on_requested(event: Event) -> None:
+    event.assoc.acse_timeout = ACSE_TIMEOUT
 
 
 def _on_rejected(event: Event) -> None:

@@ -25,24 +25,34 @@ from typing import Any
 
 from pynetdicom import _config, dimse_messages
 
+from appliance.dicom.completeness import Extent, extent_of
 from appliance.index import (
+    Header,
     InstanceRecord,
     UnreadableInstanceError,
     describe_header,
-    read_header_prefix,
+    parse_header_prefix,
 )
 from appliance.storage import SpoolFile, Storage
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Described:
+    """A data set's index record, and where its header says it ends."""
+
+    record: InstanceRecord
+    extent: Extent | None
+
+
 @dataclass
 class Received:
-    """A spool, the network thread writing it, and its record read early."""
+    """A spool, the network thread writing it, and its header read early."""
 
     spool: SpoolFile
     owner: threading.Thread
-    early_record: Future[InstanceRecord | None] | None = None
+    early: Future[Described | None] | None = None
 
 
 class SpoolRegistry:
@@ -68,7 +78,7 @@ class SpoolRegistry:
 
         def parse_early(prefix: bytes) -> None:
             if received is not None:
-                received.early_record = self._parsers.submit(describe_prefix, prefix)
+                received.early = self._parsers.submit(describe_prefix, prefix)
 
         spool = self._storage.new_spool(on_prefix=parse_early)
         received = Received(spool, threading.current_thread())
@@ -91,19 +101,32 @@ class SpoolRegistry:
         return len(entries)
 
 
-def describe_prefix(prefix: bytes) -> InstanceRecord | None:
+def describe_prefix(prefix: bytes) -> Described | None:
     """Describe a data set from its first bytes; None if they are not enough.
 
     None also when the header is unusable: the handler then reads the whole
     file and reports the error itself.
     """
-    header = read_header_prefix(prefix, whole_file=False)
+    header = parse_header_prefix(prefix, whole_file=False)
     if header is None:
         return None
     try:
-        return describe_header(header)
+        return describe(header)
     except UnreadableInstanceError:
         return None
+
+
+def describe(header: Header) -> Described:
+    """Describe a freshly parsed header: its record, and where it ends.
+
+    Raises
+    ------
+    UnreadableInstanceError
+        If the header lacks a required UID or cannot be decoded.
+    """
+    # The extent first: describing converts elements (see extent_of).
+    extent = extent_of(header)
+    return Described(describe_header(header.dataset), extent)
 
 
 def install(registry: SpoolRegistry) -> None:

@@ -3,7 +3,9 @@
 For each received data set (PS3.4 B.2.3 statuses):
 
 1. the spool in ``incoming/`` is fsynced; a write that failed → 0xA700;
-2. its header is read; unreadable or missing UIDs → 0xC000;
+2. its header is read, and the data set checked to end where its encoding
+   says (:mod:`~appliance.dicom.completeness`); unreadable, missing UIDs
+   or cut short → 0xC000;
 3. it is renamed into ``storage/`` and the folder fsynced; failure → 0xA700;
 4. it is indexed in one SQLite transaction; failure → 0xA700 (the stored
    file is picked up by the reconcile step at the next start);
@@ -28,17 +30,17 @@ from pathlib import PurePosixPath
 
 from pynetdicom.events import Event
 
-from appliance.dicom.spooling import Received, SpoolRegistry
+from appliance.dicom.completeness import check_complete
+from appliance.dicom.spooling import Described, Received, SpoolRegistry, describe
 from appliance.errors import StorageFullError
 from appliance.index import (
     IndexWriter,
     InstanceRecord,
     Outcome,
     UnreadableInstanceError,
-    describe_header,
     locate,
-    read_header,
-    read_header_prefix,
+    parse_header,
+    parse_header_prefix,
 )
 from appliance.storage import SpoolFile, Storage
 
@@ -171,10 +173,13 @@ class StoreHandler:
         Raises
         ------
         UnreadableInstanceError
-            If the data set cannot be parsed or lacks a required UID.
+            If the data set cannot be parsed, lacks a required UID, or is cut
+            short.
         """
         spool = received.spool
-        draft = _draft_record(received)
+        described = _described(received)
+        check_complete(spool.path, spool.size, described.extent)
+        draft = described.record
         received_at = datetime.fromtimestamp(os.stat(spool.path).st_mtime)
         relative = self._storage.relative_path(
             received_at,
@@ -209,8 +214,8 @@ class StoreHandler:
         return StoreResult(SUCCESS, uid, record.file_size, "stored")
 
 
-def _draft_record(received: Received) -> InstanceRecord:
-    """The record described while the data arrived, else described now.
+def _described(received: Received) -> Described:
+    """The header described while the data arrived, else described now.
 
     Raises
     ------
@@ -218,16 +223,16 @@ def _draft_record(received: Received) -> InstanceRecord:
         If the data set cannot be parsed or lacks a required UID.
     """
     spool = received.spool
-    if received.early_record is not None:
-        early = received.early_record.result()
+    if received.early is not None:
+        early = received.early.result()
         if early is not None:
             return early
     header = None
     if spool.size == len(spool.prefix):
-        header = read_header_prefix(spool.prefix, whole_file=True)
+        header = parse_header_prefix(spool.prefix, whole_file=True)
     if header is None:
-        header = read_header(spool.path)
-    return describe_header(header)
+        header = parse_header(spool.path)
+    return describe(header)
 
 
 def _failed(

@@ -11,10 +11,13 @@ close it: a rebuild may swap ``index.db`` for a new file between two reads
 from appliance.index.ingest import AddResult, Outcome
 from appliance.index.readers import index_reader
 from appliance.index.records import (
+    Header,
     InstanceRecord,
     UnreadableInstanceError,
     describe_header,
     locate,
+    parse_header,
+    parse_header_prefix,
     read_header,
     read_header_prefix,
     record_from_header,
@@ -25,6 +28,7 @@ from appliance.index.writer import IndexWriter, WriterStoppedError
 
 __all__ = [
     "AddResult",
+    "Header",
     "IndexWriter",
     "InstanceRecord",
     "Outcome",
@@ -37,6 +41,8 @@ __all__ = [
     "locate",
     "open_index",
     "open_index_reader",
+    "parse_header",
+    "parse_header_prefix",
     "read_header",
     "read_header_prefix",
     "record_from_header",

@@ -65,6 +65,20 @@ class InstanceRecord:
     photometric_interpretation: str
 
 
+@dataclass(frozen=True)
+class Header:
+    """A header read up to the pixel data, and where in the file that begins.
+
+    ``pixel_offset`` is the byte offset of the pixel data element's tag
+    (7FE0,0008, 0009 or 0010), None when parsing reached the end of the file
+    without one; it lets the listener check that the pixel data arrived whole
+    without reading it.
+    """
+
+    dataset: Dataset
+    pixel_offset: int | None
+
+
 def read_header(path: Path) -> Dataset:
     """Read a stored file's header, without its pixel data.
 
@@ -73,14 +87,29 @@ def read_header(path: Path) -> Dataset:
     UnreadableInstanceError
         If pydicom cannot parse it as DICOM.
     """
+    return parse_header(path).dataset
+
+
+def parse_header(path: Path) -> Header:
+    """Read a file's header, and where its pixel data begins.
+
+    Raises
+    ------
+    UnreadableInstanceError
+        If pydicom cannot parse it as DICOM.
+    """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as stream:
+            dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+            position = stream.tell()
+            at_pixels = stream.read(4) in _PIXEL_TAGS
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise UnreadableInstanceError(
             f"{path.name}: not readable DICOM: {exc}"
         ) from exc
     except Exception as exc:  # pydicom raises a wide range on broken input
         raise UnreadableInstanceError(f"{path.name}: cannot parse: {exc}") from exc
+    return Header(dataset, position if at_pixels else None)
 
 
 # Where pydicom's stop_before_pixels leaves the stream: at one of the pixel
@@ -94,6 +123,15 @@ _PIXEL_TAGS = {
 def read_header_prefix(prefix: bytes, *, whole_file: bool) -> Dataset | None:
     """Read a header from the first bytes of a Part 10 file, if they hold it.
 
+    As :func:`parse_header_prefix`, without the pixel data's offset.
+    """
+    header = parse_header_prefix(prefix, whole_file=whole_file)
+    return None if header is None else header.dataset
+
+
+def parse_header_prefix(prefix: bytes, *, whole_file: bool) -> Header | None:
+    """Read a header, and where its pixel data begins, from a file's first bytes.
+
     Parameters
     ----------
     prefix : bytes
@@ -103,7 +141,7 @@ def read_header_prefix(prefix: bytes, *, whole_file: bool) -> Dataset | None:
 
     Returns
     -------
-    pydicom.dataset.Dataset or None
+    Header or None
         None when the header may go on past `prefix` (the caller then reads
         the file) or cannot be parsed. A header is taken only if the whole
         file is there or parsing stopped exactly at the pixel data, so a
@@ -114,11 +152,11 @@ def read_header_prefix(prefix: bytes, *, whole_file: bool) -> Dataset | None:
         dataset = pydicom.dcmread(stream, stop_before_pixels=True)
     except Exception:  # a cut-off prefix fails in many ways; the file decides
         return None
-    if whole_file:
-        return dataset
     position = stream.tell()
     if prefix[position : position + 4] in _PIXEL_TAGS:
-        return dataset
+        return Header(dataset, position)
+    if whole_file:
+        return Header(dataset, None)
     return None
 
 
@@ -200,7 +238,7 @@ def _build(
     received_at: datetime,
     source_ae: str,
 ) -> InstanceRecord:
-    meta = getattr(ds, "file_meta", Dataset())
+    meta = getattr(ds, "file_meta", None) or _NO_META
     sop_class = _text(ds, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
     sop_instance = _text(ds, "SOPInstanceUID") or _text(
         meta, "MediaStorageSOPInstanceUID"
@@ -290,6 +328,10 @@ _TEXT_TAGS = {
 _SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1"}
 _CHARSET_TAG = 0x00080005  # Specific Character Set
 
+# Binary unsigned shorts (US) read from their raw bytes, as pydicom would.
+_UNSIGNED_TAGS = {keyword: tag_for_keyword(keyword) for keyword in ("Rows", "Columns")}
+_NO_META = Dataset()
+
 
 def _raw_text(ds: Dataset, keyword: str, element: Any) -> str | None:
     """The first value of an element still in its raw form, or None.
@@ -310,12 +352,34 @@ def _raw_text(ds: Dataset, keyword: str, element: Any) -> str | None:
 
 
 def _simple_codec(ds: Dataset) -> str | None:
+    # pydicom converts the character set as it reads the header: its value
+    # is then a string, or a list for several sets (None: pydicom decodes).
     element = ds.get_item(_CHARSET_TAG)
     if element is None:
         return "ascii"
-    if not isinstance(element, RawDataElement) or element.value is None:
+    value = element.value
+    if isinstance(value, bytes) and isinstance(element, RawDataElement):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
         return None
-    return _SIMPLE_CHARSETS.get(element.value.decode("ascii", "replace").strip())
+    return _SIMPLE_CHARSETS.get(value.strip())
+
+
+def _raw_unsigned(element: Any) -> int | None:
+    # One raw US value in the byte order it was read in; None asks pydicom.
+    if not isinstance(element, RawDataElement) or element.VR not in ("US", None):
+        return None
+    if element.value is None or len(element.value) != 2:
+        return None
+    order = "little" if element.is_little_endian else "big"
+    return int.from_bytes(element.value, order)
+
+
+def _value(ds: Dataset, keyword: str, element: Any) -> Any:
+    # A converted element's value as it is; a raw one converted by pydicom.
+    if isinstance(element, RawDataElement):
+        return ds.get(keyword)
+    return element.value
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -325,7 +389,7 @@ def _text(ds: Dataset, keyword: str) -> str:
     raw = _raw_text(ds, keyword, element)
     if raw is not None:
         return raw
-    value: Any = ds.get(keyword)
+    value = _value(ds, keyword, element)
     if value is None:
         return ""
     if isinstance(value, list | tuple | MultiValue):
@@ -337,13 +401,15 @@ def _number(ds: Dataset, keyword: str) -> int | None:
     element = ds.get_item(_tag(keyword))
     if element is None:
         return None
+    if keyword in _UNSIGNED_TAGS and (unsigned := _raw_unsigned(element)) is not None:
+        return unsigned
     raw = _raw_text(ds, keyword, element)
     if raw:
         try:
             return int(raw)
         except ValueError:
             pass  # e.g. "1.0": let pydicom's IS decide, as it always has
-    value: Any = ds.get(keyword)
+    value = _value(ds, keyword, element)
     if value is None or value == "":
         return None
     try:
@@ -353,5 +419,9 @@ def _number(ds: Dataset, keyword: str) -> int | None:
 
 
 def _tag(keyword: str) -> int:
-    tag = _ASCII_TAGS.get(keyword) or _TEXT_TAGS.get(keyword)
+    tag = (
+        _ASCII_TAGS.get(keyword)
+        or _TEXT_TAGS.get(keyword)
+        or _UNSIGNED_TAGS.get(keyword)
+    )
     return tag if tag is not None else int(tag_for_keyword(keyword) or 0)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
+from appliance.dicom.listener import ACSE_TIMEOUT, FIRST_PDU_TIMEOUT
 from tests.conftest import RunningAppliance, make_appliance
 from tests.dicom_helpers import echo
 from tests.reliability import pdus
@@ -143,13 +145,6 @@ def _indexed_uids(appliance: RunningAppliance) -> set[str]:
         return {row[0] for row in conn.execute("SELECT sop_uid FROM instances")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: TCP connections that never send an A-ASSOCIATE-RQ each hold "
-    "one of the max_associations (20) slots until pynetdicom's ARTIM timer "
-    "(acse_timeout = 30 s) drops them; 20 such connections, from a port scanner "
-    "or a broken peer, lock the modality out meanwhile",
-)
 def test_idle_connections_do_not_lock_the_modality_out(tmp_path: Path) -> None:
     appliance = make_appliance(tmp_path / "data")
     appliance.start()
@@ -161,3 +156,31 @@ def test_idle_connections_do_not_lock_the_modality_out(tmp_path: Path) -> None:
         for sock in idle:
             sock.close()
         appliance.kill()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_first_pdu_timeout(
+    listener: RunningAppliance,
+) -> None:
+    # Not after the 30 s ACSE timeout: an idle socket costs a thread meanwhile.
+    with pdus.connect(listener.dicom_port) as sock:
+        started = time.monotonic()
+        assert pdus.wait_closed(sock, timeout=ACSE_TIMEOUT)
+        waited = time.monotonic() - started
+    assert FIRST_PDU_TIMEOUT - 0.5 < waited < FIRST_PDU_TIMEOUT + 5
+    assert echo(listener.dicom_port, "PYNETDICOM") == 0x0000
+
+
+def test_a_peer_slow_to_ask_within_the_first_pdu_timeout_is_served(
+    listener: RunningAppliance,
+) -> None:
+    with pdus.connect(listener.dicom_port) as sock:
+        time.sleep(FIRST_PDU_TIMEOUT / 3)
+        sock.sendall(ESTABLISH)
+        accepted = pdus.read_pdu(sock)
+        assert accepted is not None and accepted[0] == pdus.ASSOCIATE_AC
+        sock.sendall(pdus.p_data(1, pdus.COMMAND_LAST, pdus.echo_rq()))
+        answer = pdus.read_pdu(sock)
+        assert answer is not None and pdus.status_of(answer) == 0x0000
+        sock.sendall(pdus.release_rq())
+        released = pdus.read_pdu(sock)
+        assert released is not None and released[0] == pdus.RELEASE_RP
