@@ -29,7 +29,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -50,45 +50,79 @@ _AE_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _STORED_NAME = re.compile(r"^(?P<uid>[0-9.]+|invalid-uid)\.(?P<sha>[0-9a-f]{64})\.dcm$")
 
 
-class _BackgroundHash:
-    """SHA-256 computed on a thread of its own, fed in order through a queue.
+class _HashWorker:
+    """One long-lived thread that hashes the chunks of every spool, in order.
 
-    Receiving runs on pynetdicom's single network thread per association;
+    Receiving runs on pynetdicom's network thread of each association;
     hashing there would add its whole cost to every transfer. hashlib drops
-    the GIL on large updates, so on a second core the hash keeps pace with
-    the network and is ready moments after the last byte.
+    the interpreter lock on large updates, so on a second core the hash
+    keeps pace with the network and is ready moments after the last byte.
+    One thread for all spools: starting a thread per received instance was
+    measured to cost about a millisecond each (``bench/ingest.py``). The
+    queue is bounded, so a receive waits (rather than fills the memory) if
+    hashing ever falls far behind.
     """
 
-    _END = object()
-
     def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-        self._chunks: queue.Queue[object] = queue.Queue(maxsize=HASH_QUEUE_CHUNKS)
-        self._hex: str | None = None
+        self._chunks: queue.Queue[tuple[_BackgroundHash, bytes | None]] = queue.Queue(
+            maxsize=HASH_QUEUE_CHUNKS
+        )
         self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
         self._thread.start()
 
+    def put(self, owner: _BackgroundHash, chunk: bytes | None) -> None:
+        """Queue `chunk` for `owner`; None marks the owner's last chunk."""
+        self._chunks.put((owner, chunk))
+
+    def _run(self) -> None:
+        while True:
+            owner, chunk = self._chunks.get()
+            if chunk is None:
+                owner.finished.set()
+            else:
+                owner.digest.update(chunk)
+
+
+_WORKER_LOCK = threading.Lock()
+_worker: _HashWorker | None = None
+
+
+def _hash_worker() -> _HashWorker:
+    global _worker
+    with _WORKER_LOCK:
+        if _worker is None:
+            _worker = _HashWorker()
+        return _worker
+
+
+class _BackgroundHash:
+    """The SHA-256 of one spool, computed by the shared :class:`_HashWorker`."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.finished = threading.Event()
+        self._worker = _hash_worker()
+        self._ended = False
+        self._hex: str | None = None
+
     def update(self, data: bytes) -> None:
         """Queue `data`; blocks only if hashing falls far behind."""
-        if data:
-            self._chunks.put(bytes(data))
+        if data and not self._ended:
+            self._worker.put(self, bytes(data))
 
     def hexdigest(self) -> str:
         """Wait for every queued chunk and return the digest."""
         if self._hex is None:
             self.stop()
-            self._hex = self._digest.hexdigest()
+            self._hex = self.digest.hexdigest()
         return self._hex
 
     def stop(self) -> None:
-        """End the thread once the queued chunks are hashed; idempotent."""
-        if self._thread.is_alive():
-            self._chunks.put(self._END)
-            self._thread.join()
-
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not self._END:
-            self._digest.update(chunk)  # type: ignore[arg-type]
+        """Wait until the queued chunks are hashed; idempotent."""
+        if not self._ended:
+            self._ended = True
+            self._worker.put(self, None)
+        self.finished.wait()
 
 
 class SpoolFile:
@@ -108,17 +142,10 @@ class SpoolFile:
     ----------
     directory : pathlib.Path
         Where to create the file: ``incoming/`` of the data folder.
-    on_prefix : callable, optional
-        Called once, on the writing thread, with the first
-        :data:`PREFIX_BYTES` bytes as soon as they are written, so that a
-        reader can look at the start of the file while the rest arrives.
     """
 
-    def __init__(
-        self, directory: Path, on_prefix: Callable[[bytes], None] | None = None
-    ) -> None:
+    def __init__(self, directory: Path) -> None:
         self._prefix = bytearray()
-        self._on_prefix = on_prefix
         self._written_back = 0
         self.size = 0
         self.error: OSError | None = None
@@ -185,8 +212,6 @@ class SpoolFile:
 
     def _collect_prefix(self, data: bytes) -> None:
         self._prefix += data[: PREFIX_BYTES - len(self._prefix)]
-        if len(self._prefix) == PREFIX_BYTES and self._on_prefix is not None:
-            self._on_prefix(bytes(self._prefix))
 
     def flush(self) -> None:
         """Do nothing; see the class docstring."""
@@ -268,9 +293,9 @@ class Storage:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
 
-    def new_spool(self, on_prefix: Callable[[bytes], None] | None = None) -> SpoolFile:
+    def new_spool(self) -> SpoolFile:
         """Start a file in ``incoming/``; see :class:`SpoolFile`."""
-        return SpoolFile(self.incoming_dir, on_prefix)
+        return SpoolFile(self.incoming_dir)
 
     def sweep_incoming(self) -> int:
         """Remove receives torn by a crash; call only before the listener opens.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,7 @@ from appliance.dicom.completeness import Extent, extent_of
 from appliance.index import (
     Header,
     InstanceRecord,
-    UnreadableInstanceError,
     describe_header,
-    parse_header_prefix,
 )
 from appliance.storage import SpoolFile, Storage
 
@@ -48,11 +45,10 @@ class Described:
 
 @dataclass
 class Received:
-    """A spool, the network thread writing it, and its header read early."""
+    """A spool and the network thread writing it."""
 
     spool: SpoolFile
     owner: threading.Thread
-    early: Future[Described | None] | None = None
 
 
 class SpoolRegistry:
@@ -61,26 +57,21 @@ class SpoolRegistry:
     The store handler claims its spool by path; whatever an association did
     not get to hand over (aborted mid-transfer) is discarded when it closes.
 
-    As soon as the first bytes of a data set are in, its header is parsed on
-    a worker thread while the rest of the data set (the pixel data) is still
-    on the wire, so the handler rarely has to parse anything itself.
+    The header is parsed by the handler, from the first bytes the spool keeps
+    in memory, while the file is fsynced. Parsing it on a worker thread as
+    soon as those bytes arrived was measured slower (``bench/ingest.py``):
+    the parse then competes for the interpreter lock with the network thread
+    that receives the pixel data.
     """
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
         self._lock = threading.Lock()
         self._received: dict[str, Received] = {}
-        self._parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="header")
 
     def create(self, *_args: Any, **_kwargs: Any) -> SpoolFile:
         """Stand in for ``NamedTemporaryFile``: called on a network thread."""
-        received: Received | None = None
-
-        def parse_early(prefix: bytes) -> None:
-            if received is not None:
-                received.early = self._parsers.submit(describe_prefix, prefix)
-
-        spool = self._storage.new_spool(on_prefix=parse_early)
+        spool = self._storage.new_spool()
         received = Received(spool, threading.current_thread())
         with self._lock:
             self._received[spool.name] = received
@@ -99,21 +90,6 @@ class SpoolRegistry:
         for entry in entries:
             entry.spool.discard()
         return len(entries)
-
-
-def describe_prefix(prefix: bytes) -> Described | None:
-    """Describe a data set from its first bytes; None if they are not enough.
-
-    None also when the header is unusable: the handler then reads the whole
-    file and reports the error itself.
-    """
-    header = parse_header_prefix(prefix, whole_file=False)
-    if header is None:
-        return None
-    try:
-        return describe(header)
-    except UnreadableInstanceError:
-        return None
 
 
 def describe(header: Header) -> Described:

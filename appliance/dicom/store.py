@@ -89,7 +89,7 @@ class StoreHandler:
         self._spools = spools
         self._in_flight = 0
         self._idle = threading.Condition()
-        self._syncer = ThreadPoolExecutor(thread_name_prefix="fsync")
+        self._describers = ThreadPoolExecutor(thread_name_prefix="describe")
 
     def __call__(self, event: Event) -> int:
         """Store one instance and return its status; never raises."""
@@ -131,22 +131,24 @@ class StoreHandler:
         self, event: Event, received: Received, requested_uid: str
     ) -> StoreResult:
         spool = received.spool
-        # 1. The received bytes must be on disk before anything else. The
-        #    fsync runs on its own thread while the header is read (it is the
-        #    slowest step, and waits on the disk, not the GIL).
+        # 1. The received bytes must be on disk before anything else, and
+        # 2. the header is read (only the header) meanwhile, so that a data
+        #    set the index cannot take is refused, not kept. The fsync runs
+        #    on this thread and the parse on a worker: this thread lets go
+        #    of the interpreter lock as it enters the fsync, so the parse
+        #    really runs while the disk works (the other way round, the
+        #    fsync thread waited for the parse to give the lock up).
         spool.write_out()
         if spool.error is not None:
             return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)
-        syncing = self._syncer.submit(spool.sync)
-
-        # 2. Header only; the record is built before the file is stored so
-        #    that a data set the index cannot take is refused, not kept.
+        describing = self._describers.submit(
+            self._describe, event, received, requested_uid
+        )
+        spool.sync()
         try:
-            record, relative = self._describe(event, received, requested_uid)
+            record, relative = describing.result()
         except UnreadableInstanceError as exc:
-            syncing.result()
             return _failed(CANNOT_UNDERSTAND, requested_uid, spool, exc)
-        syncing.result()
         if spool.error is not None:
             return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)
         if record.sop_instance_uid != requested_uid:
@@ -215,7 +217,7 @@ class StoreHandler:
 
 
 def _described(received: Received) -> Described:
-    """The header described while the data arrived, else described now.
+    """Describe the received header, from the bytes kept in memory if enough.
 
     Raises
     ------
@@ -223,13 +225,8 @@ def _described(received: Received) -> Described:
         If the data set cannot be parsed or lacks a required UID.
     """
     spool = received.spool
-    if received.early is not None:
-        early = received.early.result()
-        if early is not None:
-            return early
-    header = None
-    if spool.size == len(spool.prefix):
-        header = parse_header_prefix(spool.prefix, whole_file=True)
+    prefix = spool.prefix
+    header = parse_header_prefix(prefix, whole_file=spool.size == len(prefix))
     if header is None:
         header = parse_header(spool.path)
     return describe(header)

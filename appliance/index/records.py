@@ -371,8 +371,9 @@ def _raw_unsigned(element: Any) -> int | None:
         return None
     if element.value is None or len(element.value) != 2:
         return None
-    order = "little" if element.is_little_endian else "big"
-    return int.from_bytes(element.value, order)
+    if element.is_little_endian:
+        return int.from_bytes(element.value, "little")
+    return int.from_bytes(element.value, "big")
 
 
 def _value(ds: Dataset, keyword: str, element: Any) -> Any:
