@@ -42,6 +42,9 @@ def copy_database(source: Path, target: Path) -> None:
         reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         writer = open_private(target)
         try:
+            # The copy counts only once fsynced below, so SQLite need not
+            # sync it on the way: that saved most of the copy's time.
+            writer.execute("PRAGMA synchronous = OFF")
             reader.backup(writer)
             writer.execute("PRAGMA journal_mode = DELETE")
         finally:

@@ -10,10 +10,11 @@ The order matters for consistency while the appliance keeps receiving:
    after the database copy are in the snapshot without an index row; the
    appliance's reconcile at start adds them after a restore.
 3. The snapshot is verified: ``PRAGMA integrity_check`` of both database
-   copies; every copied file was hashed from the bytes copied and checked
-   against the hash in its name; a sample of the copies and of the
-   hardlinked files (all copies with ``verify_all``) is hashed again from
-   the backup disk. ``appliance backup verify`` hashes everything.
+   copies (while ``storage/`` is copied); every copied file was hashed from
+   the bytes copied and checked against the hash in its name; a sample of
+   the copies and of the hardlinked files (all copies with ``verify_all``)
+   is hashed again from the backup disk. ``appliance backup verify`` hashes
+   everything.
 4. Only then is it marked complete and renamed from ``.partial``; then
    retention removes snapshots no longer kept.
 """
@@ -24,6 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +37,7 @@ from backup.errors import BackupBusyError, BackupError, SnapshotDamagedError
 from backup.files import hash_file, make_folder, remove_tree
 from backup.lock import TargetLock
 from backup.manifest import Entry, Manifest, ManifestWriter
-from backup.readback import LinkCheck, check_copies
+from backup.readback import LinkCheck
 from backup.retention import Retention, prune
 from backup.snapshots import (
     Snapshot,
@@ -44,13 +46,10 @@ from backup.snapshots import (
     list_snapshots,
     new_name,
 )
-from backup.storagecopy import Item, StorageCopier, scan, split
-from backup.target import check_room, check_target, human_bytes
+from backup.storagecopy import StorageCopier, scan, split, with_margin
+from backup.target import check_room, check_target, human_bytes, space
 
 logger = logging.getLogger(__name__)
-
-ROOM_MARGIN_BYTES = 1_000_000
-ROOM_MARGIN_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -179,14 +178,17 @@ class _Run:
         manifest = ManifestWriter(partial / layout.MANIFEST)
         try:
             # Databases first: then every copied index row has its file.
+            # Their copies are checked on a thread while storage is copied.
             self._copy_databases(partial, manifest)
-            copier = self._copy_storage(partial, previous, manifest)
-            self._verify(partial, copier)
+            with ThreadPoolExecutor(1, thread_name_prefix="backup-db") as pool:
+                checked = pool.submit(_check_databases, partial)
+                copier = self._copy_storage(partial, previous, manifest)
+                counts = checked.result()
             manifest.close()
         except BaseException:
             manifest.abandon()
             raise
-        return self._describe(partial, manifest, copier, previous)
+        return self._describe(partial, manifest, copier, previous, counts)
 
     def _copy_databases(self, partial: Path, manifest: ManifestWriter) -> None:
         for name in layout.DATABASES:
@@ -204,48 +206,33 @@ class _Run:
     def _copy_storage(
         self, partial: Path, previous: Snapshot | None, manifest: ManifestWriter
     ) -> StorageCopier:
-        to_link, to_copy = _plan(self.options.data_dir, previous)
+        # Room at least for the manifest and folders; the new files' share
+        # is checked as they are found.
+        target = self.options.target
+        free = space(target).free
+        check_room(target, with_margin(0), free)
 
-        # Room for the new files, their folders and the manifest.
-        new_bytes = sum(item.size for item in to_copy)
-        margin = ROOM_MARGIN_BYTES + int(new_bytes * ROOM_MARGIN_FRACTION)
-        check_room(self.options.target, new_bytes + margin)
-
-        # Old files are checked on the previous snapshot while the copy runs.
+        base = _open_manifest(previous)
         copier = StorageCopier(
             self.options.data_dir,
             partial,
-            previous.path if previous else None,
+            previous.path if previous is not None and base is not None else None,
             manifest,
             self.options.cancel,
+            self.options.verify_all,
+            lambda needed: check_room(target, needed, free),
         )
-        check = LinkCheck(previous.path, to_link) if previous else None
         try:
-            fallback = copier.run(to_link, to_copy)
+            damaged = _copy_and_check(copier, self.options.data_dir, base)
         finally:
-            damaged = check.damaged() if check else []
+            if base is not None:
+                base.close()
         for path in copier.stats.damaged_sources:
             self._problem(f"stored file {path} does not match its name's hash")
-        refused = {item.path for item in fallback}
         for entry in damaged:
-            if entry.path not in refused:
+            if copier.holds_link(entry):
                 self._replace_damaged_link(copier, entry)
         return copier
-
-    def _verify(self, partial: Path, copier: StorageCopier) -> None:
-        for name in layout.DATABASES:
-            if (partial / name).exists():
-                problem = integrity_problem(partial / name)
-                if problem:
-                    raise SnapshotDamagedError(
-                        f"the copy of {name} fails its integrity check: {problem}"
-                    )
-        check_copies(
-            partial,
-            copier.stats.copied,
-            every=self.options.verify_all,
-            cancel=self.options.cancel,
-        )
 
     def _replace_damaged_link(self, copier: StorageCopier, entry: Entry) -> None:
         # The damaged inode is shared with older snapshots; this one gets a
@@ -268,9 +255,9 @@ class _Run:
         manifest: ManifestWriter,
         copier: StorageCopier,
         previous: Snapshot | None,
+        counts: dict[str, int | None],
     ) -> dict[str, Any]:
         stats = copier.stats
-        index = partial / layout.INDEX_DB
         finished = self.started + timedelta(seconds=time.monotonic() - self.clock)
         return {
             "started_at": self.started.isoformat(),
@@ -279,8 +266,7 @@ class _Run:
             "bytes": manifest.bytes,
             "copied_files": stats.copied_files,
             "copied_bytes": stats.copied_bytes,
-            "studies": count_rows(index, "studies") if index.exists() else None,
-            "instances": count_rows(index, "instances") if index.exists() else None,
+            **counts,
             "manifest_sha256": hash_file(partial / layout.MANIFEST),
             "previous": previous.name if previous else None,
             "source": str(self.options.data_dir.resolve()),
@@ -334,6 +320,38 @@ def _discard(partial: Path) -> None:
         logger.warning("Could not remove %s: %s", partial, exc)
 
 
+def _copy_and_check(
+    copier: StorageCopier, data_dir: Path, base: Manifest | None
+) -> list[Entry]:
+    # Old files are checked on the previous snapshot while the copy runs;
+    # returns those found damaged there.
+    check = None
+    if base is not None and copier.previous_dir:
+        check = LinkCheck(Path(copier.previous_dir))
+    try:
+        copier.run(split(scan(data_dir), base))
+    finally:
+        damaged = check.damaged() if check is not None else []
+    return damaged
+
+
+def _check_databases(partial: Path) -> dict[str, int | None]:
+    # PRAGMA integrity_check of each database copy in the new snapshot; then
+    # the studies and instances of the index copy, for the COMPLETE marker.
+    for name in layout.DATABASES:
+        if (partial / name).exists():
+            problem = integrity_problem(partial / name)
+            if problem:
+                raise SnapshotDamagedError(
+                    f"the copy of {name} fails its integrity check: {problem}"
+                )
+    index = partial / layout.INDEX_DB
+    return {
+        table: count_rows(index, table) if index.exists() else None
+        for table in ("studies", "instances")
+    }
+
+
 def _newest(target: Path) -> Snapshot | None:
     snapshots = list_snapshots(target)
     return snapshots[-1] if snapshots else None
@@ -348,17 +366,6 @@ def _open_manifest(snapshot: Snapshot | None) -> Manifest | None:
     except sqlite3.Error as exc:
         logger.warning("Snapshot %s has an unreadable manifest (%s)", snapshot, exc)
         return None
-
-
-def _plan(data_dir: Path, previous: Snapshot | None) -> tuple[list[Entry], list[Item]]:
-    # What to hardlink from the previous snapshot, and what to copy.
-    items = scan(data_dir)
-    base = _open_manifest(previous)
-    try:
-        return split(items, base)
-    finally:
-        if base is not None:
-            base.close()
 
 
 def _log_success(result: BackupResult) -> None:

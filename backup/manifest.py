@@ -136,12 +136,30 @@ class Manifest:
         ).fetchone()
         return Entry(*row) if row else None
 
-    def entries(self) -> Iterator[Entry]:
-        """Yield every entry, in path order."""
+    def entries(self, *, newest_first: bool = False) -> Iterator[Entry]:
+        """Yield every entry, in path order (reversed with `newest_first`)."""
+        order = "DESC" if newest_first else "ASC"
         for row in self._conn.execute(
-            "SELECT path, size, sha256 FROM files ORDER BY path"
+            f"SELECT path, size, sha256 FROM files ORDER BY path {order}"
         ):
             yield Entry(*row)
+
+    def count_under(self, folder: str) -> int:
+        """Return how many files are listed under `folder` (``storage``)."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM files WHERE path >= ? AND path < ?",
+            _folder_range(folder),
+        ).fetchone()
+        return int(row[0])
+
+    def random_under(self, folder: str, count: int) -> list[Entry]:
+        """Return up to `count` entries under `folder`, picked at random."""
+        rows = self._conn.execute(
+            "SELECT path, size, sha256 FROM files WHERE path >= ? AND path < ?"
+            " ORDER BY random() LIMIT ?",
+            (*_folder_range(folder), count),
+        )
+        return [Entry(*row) for row in rows]
 
     def totals(self) -> tuple[int, int]:
         """Return the number of files listed and their summed size."""
@@ -159,3 +177,9 @@ class Manifest:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _folder_range(folder: str) -> tuple[str, str]:
+    # Paths under "storage/" sort from "storage/" up to, not including,
+    # "storage0" ("0" follows "/").
+    return f"{folder}/", f"{folder}0"

@@ -3,9 +3,12 @@
 Every file a run copies is hashed from the bytes copied; what reaches the
 disk is checked by reading files back with their cached pages dropped:
 
-- a sample of the files the run copied (all of them with ``verify_all``);
-- a sample of the files it hardlinked, read from the previous snapshot
-  while the copy runs, so that damage to old snapshots shows.
+- a sample of the files the run copied (all of them with ``verify_all``),
+  each read back by the worker that copied it, right after its fsync,
+  while the other copies go on;
+- a sample of the stored files of the previous snapshot, which the run
+  hardlinks, read from there while the copy runs, so that damage to old
+  snapshots shows.
 
 A sample is a share of the files, at least a few and at most a byte budget
 a run, so that a run stays close to the time of a plain copy; ``appliance
@@ -14,29 +17,79 @@ backup verify`` reads everything.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import sqlite3
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from backup.errors import BackupCancelledError, SnapshotDamagedError
+from backup import layout
+from backup.errors import SnapshotDamagedError
 from backup.files import hash_file
-from backup.manifest import Entry
+from backup.manifest import Entry, Manifest
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_FRACTION = 0.01
 SAMPLE_MIN_FILES = 10
 SAMPLE_MAX_BYTES = 32_000_000
-THREADS = 2
 
 
-def sample(entries: list[Entry]) -> list[Entry]:
-    """Pick a random share of `entries`, within the run's byte budget."""
-    wanted = max(SAMPLE_MIN_FILES, math.ceil(len(entries) * SAMPLE_FRACTION))
+class CopySample:
+    """Chooses the copies to read back, a folder's new files at a time.
+
+    The walk meets the new files folder by folder and does not know how
+    many are to come, so the draw is made in each folder: at random among
+    its files, the first few of the run, then a share of the rest, within
+    the run's byte budget.
+
+    Parameters
+    ----------
+    every : bool
+        Read every copy back (``verify_all``).
+    """
+
+    def __init__(self, every: bool = False) -> None:
+        self.every = every
+        self.count = 0
+        self.budget = SAMPLE_MAX_BYTES
+
+    def choose(self, sizes: list[int]) -> list[bool]:
+        """Tell, for each of one folder's new files, whether to read it back."""
+        chosen = [self.every] * len(sizes)
+        if self.every:
+            return chosen
+        for index in random.sample(range(len(sizes)), len(sizes)):
+            few = self.count < SAMPLE_MIN_FILES
+            if not few and (
+                sizes[index] > self.budget or random.random() >= SAMPLE_FRACTION
+            ):
+                continue
+            chosen[index] = True
+            self.count += 1
+            self.budget -= sizes[index]
+        return chosen
+
+
+def sample_stored(manifest: Manifest) -> list[Entry]:
+    """Pick a random share of a snapshot's stored files, within the budget.
+
+    At least a few files, a share of them all, and no more than the byte
+    budget once the few are in.
+    """
+    wanted = _wanted(manifest.count_under(layout.STORAGE_DIR))
+    return _within_budget(manifest.random_under(layout.STORAGE_DIR, wanted))
+
+
+def _wanted(count: int) -> int:
+    return max(SAMPLE_MIN_FILES, math.ceil(count * SAMPLE_FRACTION))
+
+
+def _within_budget(picked: list[Entry]) -> list[Entry]:
     chosen: list[Entry] = []
     budget = SAMPLE_MAX_BYTES
-    for entry in random.sample(entries, min(wanted, len(entries))):
+    for entry in picked:
         if budget < entry.size and len(chosen) >= SAMPLE_MIN_FILES:
             break
         chosen.append(entry)
@@ -47,17 +100,17 @@ def sample(entries: list[Entry]) -> list[Entry]:
 class LinkCheck:
     """Hashes a sample of the previous snapshot's files in the background.
 
+    The sample is drawn on the background thread too (see
+    :func:`sample_stored`), from its own connection to the manifest.
+
     Parameters
     ----------
     previous_dir : pathlib.Path
         The previous complete snapshot.
-    entries : list of Entry
-        The files the run hardlinks from it.
     """
 
-    def __init__(self, previous_dir: Path, entries: list[Entry]) -> None:
+    def __init__(self, previous_dir: Path) -> None:
         self.previous_dir = previous_dir
-        self.chosen = sample(entries)
         self._damaged: list[Entry] = []
         self._thread = threading.Thread(target=self._run, name="backup-check")
         self._thread.start()
@@ -68,7 +121,15 @@ class LinkCheck:
         return self._damaged
 
     def _run(self) -> None:
-        for entry in self.chosen:
+        try:
+            with Manifest(self.previous_dir / layout.MANIFEST) as manifest:
+                chosen = sample_stored(manifest)
+        except sqlite3.Error as exc:
+            logger.warning(
+                "Could not sample %s to check it: %s", self.previous_dir, exc
+            )
+            return
+        for entry in chosen:
             try:
                 digest = hash_file(self.previous_dir / entry.path, from_disk=True)
             except OSError:
@@ -77,40 +138,16 @@ class LinkCheck:
                 self._damaged.append(entry)
 
 
-def check_copies(
-    snapshot_dir: Path,
-    copied: list[Entry],
-    *,
-    every: bool,
-    cancel: threading.Event | None,
-) -> None:
-    """Read copies back from the backup disk and compare their hashes.
+def read_back(snapshot_dir: Path, entry: Entry) -> None:
+    """Hash a copy again from the backup disk and compare it with `entry`.
 
     Raises
     ------
     SnapshotDamagedError
-        If a copy reads back different from what was written.
-    BackupCancelledError
-        If `cancel` is set meanwhile.
+        If the copy reads back different from what was written.
     """
-    chosen = copied if every else sample(copied)
-    for entry, digest in zip(
-        chosen, _hashes(snapshot_dir, chosen, cancel), strict=True
-    ):
-        if digest != entry.sha256:
-            raise SnapshotDamagedError(
-                f"{entry.path} reads back different from what was written: "
-                "the backup disk may be failing"
-            )
-
-
-def _hashes(
-    folder: Path, entries: list[Entry], cancel: threading.Event | None
-) -> Iterator[str]:
-    def rehash(entry: Entry) -> str:
-        if cancel is not None and cancel.is_set():
-            raise BackupCancelledError("the backup was cancelled before it completed")
-        return hash_file(folder / entry.path, from_disk=True)
-
-    with ThreadPoolExecutor(THREADS, thread_name_prefix="backup-check") as pool:
-        yield from pool.map(rehash, entries)
+    if hash_file(snapshot_dir / entry.path, from_disk=True) != entry.sha256:
+        raise SnapshotDamagedError(
+            f"{entry.path} reads back different from what was written: "
+            "the backup disk may be failing"
+        )

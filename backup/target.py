@@ -58,15 +58,25 @@ def check_target(target: Path, data_dir: Path) -> None:
         )
 
 
-def check_room(target: Path, needed: int) -> None:
+def check_room(target: Path, needed: int, free: int | None = None) -> None:
     """Fail early when `target` cannot hold `needed` more bytes.
+
+    Parameters
+    ----------
+    target : pathlib.Path
+        The backup folder.
+    needed : int
+        The bytes a backup will write.
+    free : int, optional
+        The free bytes, as found when the run started; looked up if None.
 
     Raises
     ------
     TargetFullError
         Naming what is needed and what is free.
     """
-    free = space(target).free
+    if free is None:
+        free = space(target).free
     if free < needed:
         raise TargetFullError(
             f"the backup disk is full: {target} has {human_bytes(free)} free, "
