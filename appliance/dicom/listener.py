@@ -27,6 +27,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from appliance.dicom import contexts, spooling
 from appliance.dicom.access import GatedApplicationEntity, ModalityLookup
 from appliance.dicom.services import DicomServices
+from appliance.dicom.socket_reads import read_in_large_steps
 from appliance.dicom.store import SUCCESS, StoreHandler, StoreResult
 from appliance.index import IndexWriter
 from appliance.storage import Storage
@@ -240,6 +241,8 @@ def _on_connection_open(event: Event) -> None:
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is None:
         return
+    # pynetdicom reads 4 KiB a call; see socket_reads for why that costs.
+    read_in_large_steps(event.assoc.dul.socket)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:

@@ -1,0 +1,106 @@
+"""Reading PDUs in large steps: the reader, and that the listener uses it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from appliance.config import load_settings
+from appliance.dicom import socket_reads
+from appliance.dicom.socket_reads import STEP_BYTES, read_exactly
+from appliance.service import Appliance
+from appliance.state import open_state
+from appliance.state.modalities import add_modality
+from tests.conftest import free_port, sample_file
+from tests.dicom_helpers import renamed_copy, send_datasets
+
+SUCCESS = 0x0000
+
+
+def _send_in_pieces(sock: socket.socket, data: bytes, piece: int) -> None:
+    for start in range(0, len(data), piece):
+        sock.sendall(data[start : start + piece])
+
+
+def test_a_read_gathers_every_byte_sent_in_small_pieces() -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB, more than one step
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        sender = threading.Thread(target=_send_in_pieces, args=(writer, data, 1000))
+        sender.start()
+        received = read_exactly(reader, len(data), memoryview(bytearray(STEP_BYTES)))
+        sender.join()
+
+    assert received == data
+
+
+def test_a_peer_that_closes_early_gives_what_it_sent() -> None:
+    reader, writer = socket.socketpair()
+    with reader:
+        writer.sendall(b"0123456789")
+        writer.close()
+
+        received = read_exactly(reader, 100, memoryview(bytearray(16)))
+
+    assert received == b"0123456789"
+
+
+def test_a_silent_peer_times_out() -> None:
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        reader.settimeout(0.2)
+        with pytest.raises(OSError):
+            read_exactly(reader, 10, memoryview(bytearray(16)))
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Appliance]:
+    """An appliance in this process; stopped after."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with closing(open_state(data_dir / "app.db")) as conn:
+        add_modality(conn, "PYNETDICOM")
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": str(data_dir),
+            "dicom_host": "127.0.0.1",
+            "dicom_port": free_port(),
+            "http_host": "127.0.0.1",
+            "http_port": free_port(),
+            "shutdown_grace": 5,
+        },
+    )
+    appliance = Appliance(settings)
+    appliance.start()
+    try:
+        yield appliance
+    finally:
+        appliance.stop()
+
+
+def test_the_listener_reads_through_the_large_steps(
+    served: Appliance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # If a pynetdicom upgrade stopped calling AssociationSocket.recv, the
+    # listener would still work, only slower: this notices.
+    sizes: list[int] = []
+    original = socket_reads.read_exactly
+
+    def counted(sock: socket.socket, nr_bytes: int, buffer: memoryview) -> bytearray:
+        data = original(sock, nr_bytes, buffer)
+        sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(socket_reads, "read_exactly", counted)
+    clip = renamed_copy(sample_file("US1_UNCR.dcm"), patient_id="READS1")
+
+    statuses = send_datasets(served.settings.dicom_port, [clip])
+
+    assert statuses == [SUCCESS]
+    assert sizes and max(sizes) > 4096, "PDUs were not read through read_exactly"
