@@ -3,6 +3,7 @@
 #
 #   installer/dev-setup.sh          what the appliance needs to run
 #   installer/dev-setup.sh --test   plus what the test suite drives (DCMTK, ...)
+#   installer/dev-setup.sh --bench  plus Orthanc's web viewer, for bench/
 #
 # Idempotent: a second run only checks. Runs apt-get as root, or through sudo.
 set -euo pipefail
@@ -10,7 +11,13 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+want_bench=0
+case "${1:-}" in
+    --test) want_test=1 ;;
+    --bench) want_test=1; want_bench=1 ;;
+    "") ;;
+    *) echo "dev-setup.sh: unknown option ${1} (--test or --bench)" >&2; exit 2 ;;
+esac
 
 packages=(python3 python3-venv python3-dev)
 if (( want_test )); then
@@ -26,6 +33,10 @@ if (( want_test )); then
     # slapd: a real OpenLDAP directory for the LDAP login tests (started by
     # the tests on a loopback port; its own service is not used).
     packages+=(slapd ldap-utils)
+fi
+if (( want_bench )); then
+    # The viewer benchmark times Orthanc's own web viewer plug-in.
+    packages+=(orthanc-webviewer)
 fi
 
 missing=()
