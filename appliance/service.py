@@ -21,6 +21,7 @@ from waitress.server import create_server
 from appliance import db, diskspace, notify, scheduling
 from appliance.auth.login import login_policy
 from appliance.config import Settings
+from appliance.dicom.commitment import RETRY_EVERY as COMMITMENT_RETRY_EVERY
 from appliance.dicom.listener import Listener, ListenerOptions
 from appliance.dicom.services import DicomServices, ServiceOptions
 from appliance.index import IndexWriter
@@ -205,6 +206,7 @@ class Appliance:
             self.storage,
             self.writer,
         )
+        self.services = self._build_services()
         self.listener = self._build_listener()
 
     def _build_listener(self) -> Listener:
@@ -220,17 +222,21 @@ class Appliance:
             self.storage,
             self.writer,
             lambda: registered_modalities(self.paths),
-            DicomServices(
-                ServiceOptions(
-                    ae_title=settings.ae_title,
-                    index_db=self.paths.index_db,
-                    app_db=self.paths.app_db,
-                    worklist_stale_days=settings.worklist_stale_days,
-                    network_timeout=settings.network_timeout,
-                ),
-                self.storage,
-                lambda: registered_modalities(self.paths),
+            self.services,
+        )
+
+    def _build_services(self) -> DicomServices:
+        settings = self.settings
+        return DicomServices(
+            ServiceOptions(
+                ae_title=settings.ae_title,
+                index_db=self.paths.index_db,
+                app_db=self.paths.app_db,
+                worklist_stale_days=settings.worklist_stale_days,
+                network_timeout=settings.network_timeout,
             ),
+            self.storage,
+            lambda: registered_modalities(self.paths),
         )
 
     def _start_parts(self) -> None:
@@ -247,6 +253,7 @@ class Appliance:
     def _start_jobs(self) -> None:
         self.keeper.start(self.scheduler)
         self._schedule_disk_warning()
+        self._schedule_commitment_retries()
         self._schedule_backups()
         self.scheduler.start()
 
@@ -322,6 +329,22 @@ class Appliance:
 
         self.scheduler.add_job(warn, id="disk-space-at-start", name="disk-space")
         scheduling.add_every(self.scheduler, "disk-space", warn, DAY_SECONDS)
+
+    def _schedule_commitment_retries(self) -> None:
+        # Right after start (reports owed from before a restart), then often.
+        retry = self.services.commitment.retry_owed
+        self.scheduler.add_job(
+            retry,
+            id="commitment-reports-at-start",
+            name="commitment-reports",
+            kwargs={"at_start": True},
+        )
+        scheduling.add_every(
+            self.scheduler,
+            "commitment-reports",
+            retry,
+            COMMITMENT_RETRY_EVERY.total_seconds(),
+        )
 
     def _schedule_backups(self) -> None:
         # Nightly at backup_time; without a backup folder, say so at start.

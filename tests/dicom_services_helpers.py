@@ -152,12 +152,14 @@ class ReportCatcher:
 
 
 @contextmanager
-def commitment_peer(ae_title: str) -> Iterator[tuple[int, ReportCatcher]]:
-    """A pynetdicom SCP that takes Storage Commitment reports, on a free port."""
+def commitment_peer(
+    ae_title: str, port: int | None = None
+) -> Iterator[tuple[int, ReportCatcher]]:
+    """A pynetdicom SCP that takes Storage Commitment reports (on a free port)."""
     catcher = ReportCatcher()
     ae = AE(ae_title)
     ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
-    port = free_port()
+    port = port or free_port()
     server = ae.start_server(
         ("127.0.0.1", port),
         block=False,

@@ -17,8 +17,12 @@ it: the request is armed when pynetdicom encodes the response
 (``EVT_DIMSE_SENT``) and handed to a worker thread when the response's PDU
 has been written (``EVT_PDU_SENT``).
 
-Not done yet: pending reports live in memory; a report not yet delivered
-when the appliance stops is lost, and the modality asks again later.
+Every request is kept in ``app.db`` (:mod:`appliance.state.commitments`)
+until its report is delivered. One that the first attempts could not
+deliver (the modality is off, or the appliance stopped meanwhile) is tried
+again by :meth:`StorageCommitment.retry_owed`, which the service runs at
+start and every :data:`RETRY_EVERY` after, for :data:`GIVE_UP_AFTER`; the
+outcome is read from the index again at each attempt.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +47,13 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import build_role
 
+from appliance import db
 from appliance.dicom.access import ModalityLookup
 from appliance.dicom.responses import describe_peer, request_value
 from appliance.index import index_reader
 from appliance.index.query import stored_instances
+from appliance.state import commitments
+from appliance.state.commitments import OwedReport
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +70,9 @@ CLASS_INSTANCE_CONFLICT = 0x0119
 NO_SUCH_ACTION = 0x0123
 
 RETRY_DELAYS = (0.0, 5.0, 30.0)
+# After those, a report still owed is tried this often, for this long.
+RETRY_EVERY = timedelta(minutes=10)
+GIVE_UP_AFTER = timedelta(days=1)
 # A modality that releases as soon as it has the N-ACTION response expects
 # the report on a new association; this long is left for its A-RELEASE-RQ
 # to arrive before the same association is used.
@@ -77,6 +89,8 @@ class CommitRequest:
     requestor_ae: str
     requestor_address: str
     association: Any
+    """The requesting association; None for a report owed from before."""
+    asked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class StorageCommitment:
@@ -94,6 +108,9 @@ class StorageCommitment:
         Seconds for each network step of a report.
     retry_delays : sequence of float
         Waits before each attempt on a new association.
+    app_db : pathlib.Path, optional
+        Where reports are kept until delivered; None keeps them in memory
+        only, for as long as their first attempts last.
     """
 
     def __init__(
@@ -103,8 +120,10 @@ class StorageCommitment:
         ae_title: str,
         timeout: float = 30.0,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        app_db: Path | None = None,
     ) -> None:
         self._index_path = index_path
+        self._app_db = app_db
         self._modalities = modalities
         self._ae_title = ae_title
         self._timeout = timeout
@@ -113,6 +132,7 @@ class StorageCommitment:
         self._awaiting: dict[tuple[int, int], CommitRequest] = {}
         self._armed: dict[int, list[CommitRequest]] = {}
         self._stopping = threading.Event()
+        self._in_flight: set[str] = set()
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="commit")
 
     def on_action(self, event: Event) -> tuple[int, Dataset | None]:
@@ -154,6 +174,36 @@ class StorageCommitment:
             for pending in [k for k in self._awaiting if k[0] == key]:
                 del self._awaiting[pending]
 
+    def retry_owed(self, *, at_start: bool = False) -> None:
+        """Try once more every report still owed whose time has come.
+
+        Runs on the scheduler's thread; never raises. A report owed for
+        longer than :data:`GIVE_UP_AFTER` is dropped with an error in the log:
+        the modality has to ask again.
+
+        Parameters
+        ----------
+        at_start : bool
+            Try every report owed, due or not: their first attempts ended
+            with the process that made them.
+        """
+        try:
+            now = datetime.now(UTC)
+            with self._state() as conn:
+                owed = commitments.due(conn, None if at_start else now)
+        except Exception:
+            logger.exception("Could not read the storage commitment reports owed")
+            return
+        for report in owed:
+            if self._stopping.is_set():
+                return
+            try:
+                self._retry(report, now)
+            except Exception:
+                logger.exception(
+                    "Storage commitment %s: retry failed", report.transaction_uid
+                )
+
     def stop(self) -> None:
         """Stop retrying and wait for reports being sent."""
         self._stopping.set()
@@ -176,6 +226,7 @@ class StorageCommitment:
             logger.warning("Storage commitment from %s refused: %s", peer, exc)
             return INVALID_ARGUMENT, None
 
+        self._keep(request)
         with self._lock:
             self._awaiting[
                 (id(event.assoc), int(request_value(event, "MessageID") or -1))
@@ -189,13 +240,88 @@ class StorageCommitment:
         return SUCCESS, None
 
     def _report(self, request: CommitRequest) -> None:
+        uid = request.transaction_uid
+        with self._lock:
+            self._in_flight.add(uid)
         try:
             info, event_type = self._outcome(request)
-            self._deliver(request, info, event_type)
+            if self._deliver(request, info, event_type):
+                self._forget(uid)
+        except Exception:
+            logger.exception("Storage commitment %s: report failed", uid)
+        finally:
+            with self._lock:
+                self._in_flight.discard(uid)
+
+    def _retry(self, report: OwedReport, now: datetime) -> None:
+        uid = report.transaction_uid
+        if now - report.asked_at > GIVE_UP_AFTER:
+            logger.error(
+                "Storage commitment %s: gave up reporting to %s after %d attempts "
+                "since %s; it will have to ask again",
+                uid,
+                report.requestor_ae,
+                report.attempts,
+                report.asked_at.isoformat(timespec="seconds"),
+            )
+            self._forget(uid)
+            return
+        with self._lock:
+            if uid in self._in_flight:
+                return
+            self._in_flight.add(uid)
+        try:
+            request = CommitRequest(
+                uid,
+                report.references,
+                report.requestor_ae,
+                report.requestor_address,
+                None,
+                report.asked_at,
+            )
+            info, event_type = self._outcome(request)
+            if self._send_new(request, info, event_type):
+                self._forget(uid)
+            else:
+                with self._state() as conn:
+                    commitments.postpone(conn, uid, now + RETRY_EVERY)
+        finally:
+            with self._lock:
+                self._in_flight.discard(uid)
+
+    def _keep(self, request: CommitRequest) -> None:
+        # The first retry is due after the first attempts have had their
+        # time, so that retry_owed does not race them.
+        if self._app_db is None:
+            return
+        report = OwedReport(
+            request.transaction_uid,
+            request.requestor_ae,
+            request.requestor_address,
+            request.references,
+            request.asked_at,
+            0,
+        )
+        try:
+            with self._state() as conn:
+                commitments.remember(conn, report, request.asked_at + RETRY_EVERY)
         except Exception:
             logger.exception(
-                "Storage commitment %s: report failed", request.transaction_uid
+                "Storage commitment %s: could not keep it in app.db; it is only "
+                "tried for the next minute",
+                request.transaction_uid,
             )
+
+    def _forget(self, transaction_uid: str) -> None:
+        if self._app_db is None:
+            return
+        with self._state() as conn:
+            commitments.forget(conn, transaction_uid)
+
+    def _state(self) -> closing[Any]:
+        if self._app_db is None:
+            raise RuntimeError("no app.db to keep storage commitment reports in")
+        return closing(db.connect(self._app_db))
 
     def _outcome(self, request: CommitRequest) -> tuple[Dataset, int]:
         """Build the Event Information (PS3.4 Table J.3-2)."""
@@ -234,7 +360,8 @@ class StorageCommitment:
         )
         return info, SOME_FAILED if failed else ALL_COMMITTED
 
-    def _deliver(self, request: CommitRequest, info: Dataset, event_type: int) -> None:
+    def _deliver(self, request: CommitRequest, info: Dataset, event_type: int) -> bool:
+        """Report on the same association, else on new ones; True once done."""
         association = request.association
         if self._still_open(association) and _send_report(
             association, info, event_type
@@ -244,17 +371,29 @@ class StorageCommitment:
                 request.transaction_uid,
                 request.requestor_ae,
             )
-            return
+            return True
         for delay in self._retry_delays:
             if self._stopping.wait(delay):
                 break
             if self._send_new(request, info, event_type):
-                return
-        logger.error(
-            "Storage commitment %s: could not report to %s; it will have to ask again",
-            request.transaction_uid,
-            request.requestor_ae,
-        )
+                return True
+        if self._app_db is None:
+            logger.error(
+                "Storage commitment %s: could not report to %s; it will have to "
+                "ask again",
+                request.transaction_uid,
+                request.requestor_ae,
+            )
+        else:
+            logger.warning(
+                "Storage commitment %s: could not report to %s yet; trying again "
+                "every %d minutes for %d hours",
+                request.transaction_uid,
+                request.requestor_ae,
+                RETRY_EVERY.total_seconds() // 60,
+                GIVE_UP_AFTER.total_seconds() // 3600,
+            )
+        return False
 
     def _still_open(self, association: Any) -> bool:
         """Tell whether the requesting association is open and not releasing."""

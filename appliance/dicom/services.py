@@ -66,7 +66,11 @@ class DicomServices:
         self.retrieve = Retrieve(options.index_db, storage, modalities)
         self.mpps = PerformedStepService(options.app_db)
         self.commitment = StorageCommitment(
-            options.index_db, modalities, options.ae_title, options.network_timeout
+            options.index_db,
+            modalities,
+            options.ae_title,
+            options.network_timeout,
+            app_db=options.app_db,
         )
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:

@@ -1,9 +1,9 @@
 """Schema of ``app.db``: what cannot be derived from the stored files.
 
-Registered modalities, and later users, worklist entries, identity decisions,
-settings, the audit log and backup history. This database is small and is
-backed up often; unlike ``index.db`` it is never rebuilt or replaced
-automatically.
+Registered modalities, users, worklist entries, identity decisions, settings,
+the audit log, backup history and the storage commitment reports not yet
+delivered. This database is small and is backed up often; unlike
+``index.db`` it is never rebuilt or replaced automatically.
 """
 
 from __future__ import annotations
@@ -249,6 +249,21 @@ MIGRATIONS = (
         BEGIN
             SELECT RAISE(ABORT, 'the audit log is append-only');
         END;
+        """,
+    ),
+    db.Migration(
+        8,
+        "commitment-reports",
+        """
+        CREATE TABLE commitment_reports (
+            transaction_uid TEXT PRIMARY KEY,
+            requestor_ae TEXT NOT NULL,
+            requestor_address TEXT NOT NULL,
+            instance_refs TEXT NOT NULL,
+            asked_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL
+        );
         """,
     ),
 )
