@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import load_settings
 from appliance.restoring import NotVerifiedError, Phase, RestoreWizard
 from appliance.service import Appliance
 from appliance.state import open_state
-from appliance.state.modalities import add_modality
 from backup.snapshots import list_snapshots
 from tests.backup_helpers import flip_byte
-from tests.conftest import free_port, sample_file
+from tests.conftest import sample_file
 from tests.dicom_helpers import renamed_copy, send_datasets
+from tests.in_process import served_here
 
 SUCCESS = 0x0000
 WAIT_SECONDS = 120
@@ -33,30 +32,10 @@ WAIT_SECONDS = 120
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Appliance]:
     """An appliance in this process, with a backup folder; stopped after."""
-    data_dir = tmp_path / "data"
     target = tmp_path / "backups"
     target.mkdir()
-    data_dir.mkdir()
-    with closing(open_state(data_dir / "app.db")) as conn:
-        add_modality(conn, "PYNETDICOM")
-    settings = load_settings(
-        environ={},
-        overrides={
-            "data_dir": str(data_dir),
-            "backup_dir": str(target),
-            "dicom_host": "127.0.0.1",
-            "dicom_port": free_port(),
-            "http_host": "127.0.0.1",
-            "http_port": free_port(),
-            "shutdown_grace": 5,
-        },
-    )
-    appliance = Appliance(settings)
-    appliance.start()
-    try:
+    with served_here(tmp_path / "data", backup_dir=str(target)) as appliance:
         yield appliance
-    finally:
-        appliance.stop()
 
 
 def send_new_study(appliance: Appliance) -> str:

@@ -5,19 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from appliance.config import load_settings
 from appliance.dicom import socket_reads
 from appliance.dicom.socket_reads import STEP_BYTES, read_exactly
 from appliance.service import Appliance
-from appliance.state import open_state
-from appliance.state.modalities import add_modality
-from tests.conftest import free_port, sample_file
+from tests.conftest import sample_file
 from tests.dicom_helpers import renamed_copy, send_datasets
+from tests.in_process import served_here
 
 SUCCESS = 0x0000
 
@@ -61,27 +58,8 @@ def test_a_silent_peer_times_out() -> None:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Appliance]:
     """An appliance in this process; stopped after."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    with closing(open_state(data_dir / "app.db")) as conn:
-        add_modality(conn, "PYNETDICOM")
-    settings = load_settings(
-        environ={},
-        overrides={
-            "data_dir": str(data_dir),
-            "dicom_host": "127.0.0.1",
-            "dicom_port": free_port(),
-            "http_host": "127.0.0.1",
-            "http_port": free_port(),
-            "shutdown_grace": 5,
-        },
-    )
-    appliance = Appliance(settings)
-    appliance.start()
-    try:
+    with served_here(tmp_path / "data") as appliance:
         yield appliance
-    finally:
-        appliance.stop()
 
 
 def test_the_listener_reads_through_the_large_steps(
