@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
@@ -132,6 +134,26 @@ def received(folder: Path) -> list[Dataset]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.name.startswith("rsp")
     ]
+
+
+def commitment_request(references: list[tuple[str, str]]) -> Dataset:
+    """Storage Commitment Action Information (PS3.4 Table J.3-1), a new UID.
+
+    Parameters
+    ----------
+    references : list of (str, str)
+        (SOP Class UID, SOP Instance UID) of each instance to commit.
+    """
+    info = Dataset()
+    info.TransactionUID = generate_uid()
+    items = []
+    for sop_class, uid in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = uid
+        items.append(item)
+    info.ReferencedSOPSequence = DicomSequence(items)
+    return info
 
 
 @dataclass

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 
@@ -23,6 +22,7 @@ from tests.dicom_services_helpers import (
     STORAGE_COMMITMENT,
     ReportCatcher,
     commitment_peer,
+    commitment_request,
     register,
 )
 
@@ -49,19 +49,6 @@ def stored(
     return datasets
 
 
-def _request(references: list[tuple[str, str]]) -> Dataset:
-    info = Dataset()
-    info.TransactionUID = generate_uid()
-    items = []
-    for sop_class, uid in references:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = uid
-        items.append(item)
-    info.ReferencedSOPSequence = Sequence(items)
-    return info
-
-
 def _references(stored: list[Dataset]) -> list[tuple[str, str]]:
     return [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in stored]
 
@@ -84,7 +71,7 @@ def test_report_on_the_same_association(
 ) -> None:
     missing = generate_uid()
     wrong_class = str(stored[1].SOPInstanceUID)
-    request = _request(
+    request = commitment_request(
         [*_references(stored[:1]), (CT_IMAGE, missing), (CT_IMAGE, wrong_class)]
     )
     catcher = ReportCatcher()
@@ -117,7 +104,7 @@ def test_report_on_the_same_association(
 def test_report_on_a_new_association_to_the_registered_port(
     served: RunningAppliance, stored: list[Dataset]
 ) -> None:
-    request = _request(_references(stored))
+    request = commitment_request(_references(stored))
     with commitment_peer("COMMITSCU") as (port, catcher):
         register(served, "COMMITSCU", port)
         ae = AE("COMMITSCU")
@@ -146,9 +133,8 @@ def test_a_modality_without_a_port_is_told_nothing_and_the_log_says_why(
     ae = AE("NOPORT")
     ae.add_requested_context(STORAGE_COMMITMENT)
     assoc = ae.associate("127.0.0.1", served.dicom_port, ae_title="APPLIANCE")
-    status, _ = assoc.send_n_action(
-        _request(_references(stored)), 1, STORAGE_COMMITMENT, WELL_KNOWN_INSTANCE
-    )
+    request = commitment_request(_references(stored))
+    status, _ = assoc.send_n_action(request, 1, STORAGE_COMMITMENT, WELL_KNOWN_INSTANCE)
     assoc.release()
     assert status.Status == 0x0000
 
@@ -170,7 +156,7 @@ def test_malformed_requests_are_refused(served: RunningAppliance) -> None:
         )
         assert status.Status == 0x0115
         status, _ = assoc.send_n_action(
-            _request([(CT_IMAGE, generate_uid())]),
+            commitment_request([(CT_IMAGE, generate_uid())]),
             7,
             STORAGE_COMMITMENT,
             WELL_KNOWN_INSTANCE,

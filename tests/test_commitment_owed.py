@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
@@ -32,6 +31,7 @@ from tests.dicom_helpers import renamed_copy, send_datasets
 from tests.dicom_services_helpers import (
     STORAGE_COMMITMENT,
     commitment_peer,
+    commitment_request,
     register,
 )
 
@@ -171,13 +171,9 @@ def test_after_a_day_the_report_is_dropped_and_the_log_says_so(
 
 
 def _ask_commitment(served: RunningAppliance, ae_title: str, dataset: Dataset) -> str:
-    item = Dataset()
-    item.ReferencedSOPClassUID = dataset.SOPClassUID
-    item.ReferencedSOPInstanceUID = dataset.SOPInstanceUID
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    request.ReferencedSOPSequence = Sequence([item])
-
+    request = commitment_request(
+        [(str(dataset.SOPClassUID), str(dataset.SOPInstanceUID))]
+    )
     ae = AE(ae_title)
     ae.add_requested_context(STORAGE_COMMITMENT)
     assoc = ae.associate("127.0.0.1", served.dicom_port, ae_title="APPLIANCE")
@@ -196,8 +192,8 @@ def _wait_for_log(served: RunningAppliance, text: str, timeout: float = 30) -> N
     _wait_until(lambda: text in served.log(), timeout)
 
 
-def _wait_until(condition: object, timeout: float = 30) -> None:
+def _wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
