@@ -51,6 +51,16 @@ def sample_file(name: str) -> Path:
     return Path(path)
 
 
+def every_sample_file() -> list[Path]:
+    """Every DICOM file pydicom and the pydicom-data package ship.
+
+    Globbed from the installed folders: pydicom's ``get_testdata_files()``
+    may try to download files it lacks, and test machines have no network.
+    """
+    folders = {sample_file("CT_small.dcm").parent, sample_file("US1_UNCR.dcm").parent}
+    return sorted(path for folder in folders for path in folder.glob("*.dcm"))
+
+
 @pytest.fixture(scope="session")
 def ultrasound_files() -> dict[str, Path]:
     """The real vendor ultrasound files, by a short name."""

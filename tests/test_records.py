@@ -14,7 +14,7 @@ from appliance.index.records import (
     read_header,
     read_header_prefix,
 )
-from tests.conftest import ULTRASOUND_FILES, sample_file
+from tests.conftest import ULTRASOUND_FILES, every_sample_file, sample_file
 
 FILES = [*ULTRASOUND_FILES.values(), "image_dfl.dcm", "MR_small_bigendian.dcm"]
 
@@ -50,19 +50,12 @@ def test_a_described_header_matches_the_file_header(
         assert describe_header(early) == describe_header(read_header(path))
 
 
-def _every_test_file() -> list[Path]:
-    # Globbed from the installed folders: pydicom's get_testdata_files() may
-    # try to download files it lacks, and this machine has no network.
-    folders = {sample_file("CT_small.dcm").parent, sample_file("US1_UNCR.dcm").parent}
-    return sorted(path for folder in folders for path in folder.glob("*.dcm"))
-
-
 def test_raw_fast_path_reads_what_pydicom_converts() -> None:
     # Over every file pydicom and pydicom-data ship (implicit and explicit VR,
     # big endian, odd character sets): describing a header from raw bytes
     # must give what describing it after pydicom's own conversion gives.
     compared = 0
-    for path in _every_test_file():
+    for path in every_sample_file():
         try:
             fast = describe_header(read_header(path))
         except Exception:

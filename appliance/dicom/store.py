@@ -41,6 +41,7 @@ from appliance.index import (
     locate,
     parse_header,
     parse_header_prefix,
+    scan_header,
 )
 from appliance.storage import SpoolFile, Storage
 
@@ -219,6 +220,9 @@ class StoreHandler:
 def _described(received: Received) -> Described:
     """Describe the received header, from the bytes kept in memory if enough.
 
+    The quick scan (:func:`~appliance.index.scan_header`) reads the usual
+    layout; pydicom reads whatever it leaves, from memory or from the file.
+
     Raises
     ------
     UnreadableInstanceError
@@ -226,7 +230,10 @@ def _described(received: Received) -> Described:
     """
     spool = received.spool
     prefix = spool.prefix
-    header = parse_header_prefix(prefix, whole_file=spool.size == len(prefix))
+    whole_file = spool.size == len(prefix)
+    header = scan_header(prefix, whole_file=whole_file) or parse_header_prefix(
+        prefix, whole_file=whole_file
+    )
     if header is None:
         header = parse_header(spool.path)
     return describe(header)

@@ -8,6 +8,7 @@ close it: a rebuild may swap ``index.db`` for a new file between two reads
 (see :mod:`appliance.index.readers`).
 """
 
+from appliance.index.header_scan import scan_header
 from appliance.index.ingest import AddResult, Outcome
 from appliance.index.readers import index_reader
 from appliance.index.records import (
@@ -46,4 +47,5 @@ __all__ = [
     "read_header",
     "read_header_prefix",
     "record_from_header",
+    "scan_header",
 ]
