@@ -16,6 +16,7 @@ from appliance.dicom.completeness import (
     extent_of,
 )
 from appliance.index import UnreadableInstanceError, parse_header
+from appliance.storage import PREFIX_BYTES
 from tests.conftest import ULTRASOUND_FILES, sample_file
 
 # Beyond the vendor files: big endian, implicit VR, RLE, JPEG-LS, a data set
@@ -53,7 +54,19 @@ def _image() -> Dataset:
 
 
 def _check(path: Path) -> None:
-    check_complete(path, path.stat().st_size, extent_of(parse_header(path)))
+    """Check `path` by reading it, and from its first bytes: same verdict."""
+    size, extent = path.stat().st_size, extent_of(parse_header(path))
+    verdicts = []
+    for head in (b"", path.read_bytes()[:PREFIX_BYTES]):
+        try:
+            check_complete(path, size, extent, head)
+        except IncompleteDataSetError as exc:
+            verdicts.append(str(exc))
+        else:
+            verdicts.append("")
+    assert verdicts[0] == verdicts[1]
+    if verdicts[0]:
+        raise IncompleteDataSetError(verdicts[0])
 
 
 def _cut(source: Path, size: int, folder: Path) -> Path:
@@ -97,6 +110,19 @@ def test_a_vendor_image_cut_in_its_pixel_data_is_refused(tmp_path: Path) -> None
 
     with pytest.raises(IncompleteDataSetError, match="cut short"):
         _check(cut)
+
+
+def test_native_pixel_data_is_checked_from_the_first_bytes_alone(
+    tmp_path: Path,
+) -> None:
+    whole = _saved(_image(), tmp_path)
+    head, size = whole.read_bytes(), whole.stat().st_size
+    extent = extent_of(parse_header(whole))
+    whole.unlink()  # opening the file now would fail
+
+    check_complete(whole, size, extent, head)
+    with pytest.raises(IncompleteDataSetError, match="cut short"):
+        check_complete(whole, size - 1, extent, head[:-1])
 
 
 def test_native_pixel_data_shorter_than_the_image_is_refused(tmp_path: Path) -> None:

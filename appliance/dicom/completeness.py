@@ -32,15 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from appliance.dicom.contexts import UNCOMPRESSED
-from appliance.index import Header, UnreadableInstanceError
+from appliance.index import (
+    Header,
+    UnreadableInstanceError,
+    header_number,
+    header_text,
+)
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_HEADER_BYTES = 12  # the longest element header (PS3.5 7.1.2)
 _ITEM = (0xFFFE, 0xE000)
 _SEQUENCE_DELIMITER = (0xFFFE, 0xE0DD)
 
@@ -99,7 +106,7 @@ def extent_of(header: Header) -> Extent | None:
         left in its raw form.
     """
     dataset = header.dataset
-    elements = list(dataset.elements())
+    elements = list(dataset.values())  # as read: raw, none converted
     raw = [element for element in elements if isinstance(element, RawDataElement)]
     if not raw or _transfer_syntax(dataset) == DEFLATED:
         return None
@@ -118,7 +125,9 @@ def extent_of(header: Header) -> Extent | None:
     )
 
 
-def check_complete(path: Path, size: int, extent: Extent | None) -> None:
+def check_complete(
+    path: Path, size: int, extent: Extent | None, head: bytes = b""
+) -> None:
     """Check that the data set in `path` ends where its encoding says.
 
     Parameters
@@ -129,6 +138,9 @@ def check_complete(path: Path, size: int, extent: Extent | None) -> None:
         Its size in bytes.
     extent : Extent or None
         From :func:`extent_of`; None checks nothing.
+    head : bytes, optional
+        The file's first bytes, if at hand: native pixel data whose element
+        header lies within them is checked without opening the file.
 
     Raises
     ------
@@ -141,6 +153,13 @@ def check_complete(path: Path, size: int, extent: Extent | None) -> None:
     if extent.pixel_offset is None:
         _check_last_element(extent.last_element_end, size)
         return
+    if extent.pixel_offset + _PIXEL_HEADER_BYTES <= len(head):
+        offset = extent.pixel_offset
+        element_header = head[offset : offset + _PIXEL_HEADER_BYTES]
+        length, header_bytes = _pixel_length(element_header, extent)
+        if length != _UNDEFINED_LENGTH:
+            _check_native_length(size, offset + header_bytes, length, extent)
+            return
     with open(path, "rb") as stream:
         _check_pixel_data(stream, size, extent)
 
@@ -177,14 +196,24 @@ def expected_pixel_bytes(dataset: Dataset) -> int | None:
 
 def _check_pixel_data(stream: BinaryIO, size: int, extent: Extent) -> None:
     offset = cast(int, extent.pixel_offset)
-    endian = "<" if extent.little_endian else ">"
     stream.seek(offset)
-    length, header_bytes = _element_length(stream.read(12), extent.implicit_vr, endian)
+    length, header_bytes = _pixel_length(stream.read(_PIXEL_HEADER_BYTES), extent)
     value_start = offset + header_bytes
     if length == _UNDEFINED_LENGTH:
+        endian = "<" if extent.little_endian else ">"
         _check_fragments(stream, value_start, size, endian)
         return
+    _check_native_length(size, value_start, length, extent)
 
+
+def _pixel_length(element_header: bytes, extent: Extent) -> tuple[int, int]:
+    endian = "<" if extent.little_endian else ">"
+    return _element_length(element_header, extent.implicit_vr, endian)
+
+
+def _check_native_length(
+    size: int, value_start: int, length: int, extent: Extent
+) -> None:
     present = size - value_start
     if present < length:
         raise IncompleteDataSetError(
@@ -264,7 +293,7 @@ def _transfer_syntax(dataset: Dataset) -> str:
 
 def _photometric(dataset: Dataset) -> str:
     try:
-        return str(dataset.get("PhotometricInterpretation", "") or "").strip()
+        return header_text(dataset, "PhotometricInterpretation")
     except Exception:  # a broken value in a hostile header
         return ""
 
@@ -272,10 +301,18 @@ def _photometric(dataset: Dataset) -> str:
 def _count(dataset: Dataset, keyword: str, absent: int | None = None) -> int | None:
     """A non-negative whole number from the header; `absent` if not there."""
     try:
-        value = dataset.get(keyword)
-        if value is None or value == "":
+        if not _has_value(dataset, keyword):
             return absent
-        number = int(value)
+        number = header_number(dataset, keyword)
     except Exception:  # a broken value in a hostile header: no expectation
         return None
-    return number if number >= 0 else None
+    return number if number is not None and number >= 0 else None
+
+
+def _has_value(dataset: Dataset, keyword: str) -> bool:
+    element = dataset.get_item(tag_for_keyword(keyword) or 0)
+    if element is None:
+        return False
+    if isinstance(element, RawDataElement):
+        return bool(element.value and bytes(element.value).strip(b" \x00"))
+    return element.value not in (None, "")

@@ -180,8 +180,9 @@ class StoreHandler:
             short.
         """
         spool = received.spool
-        described = _described(received)
-        check_complete(spool.path, spool.size, described.extent)
+        prefix = spool.prefix
+        described = _described(spool, prefix)
+        check_complete(spool.path, spool.size, described.extent, prefix)
         draft = described.record
         received_at = datetime.fromtimestamp(os.stat(spool.path).st_mtime)
         relative = self._storage.relative_path(
@@ -217,19 +218,17 @@ class StoreHandler:
         return StoreResult(SUCCESS, uid, record.file_size, "stored")
 
 
-def _described(received: Received) -> Described:
-    """Describe the received header, from the bytes kept in memory if enough.
+def _described(spool: SpoolFile, prefix: bytes) -> Described:
+    """Describe the received header, from its first bytes if they hold it.
 
     The quick scan (:func:`~appliance.index.scan_header`) reads the usual
-    layout; pydicom reads whatever it leaves, from memory or from the file.
+    layout; pydicom reads whatever it leaves, from `prefix` or the file.
 
     Raises
     ------
     UnreadableInstanceError
         If the data set cannot be parsed or lacks a required UID.
     """
-    spool = received.spool
-    prefix = spool.prefix
     whole_file = spool.size == len(prefix)
     header = scan_header(prefix, whole_file=whole_file) or parse_header_prefix(
         prefix, whole_file=whole_file

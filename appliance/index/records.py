@@ -329,7 +329,10 @@ _SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1"}
 _CHARSET_TAG = 0x00080005  # Specific Character Set
 
 # Binary unsigned shorts (US) read from their raw bytes, as pydicom would.
-_UNSIGNED_TAGS = {keyword: tag_for_keyword(keyword) for keyword in ("Rows", "Columns")}
+_UNSIGNED_TAGS = {
+    keyword: tag_for_keyword(keyword)
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")
+}
 _NO_META = Dataset()
 
 
@@ -381,6 +384,23 @@ def _value(ds: Dataset, keyword: str, element: Any) -> Any:
     if isinstance(element, RawDataElement):
         return ds.get(keyword)
     return element.value
+
+
+def header_text(dataset: Dataset, keyword: str) -> str:
+    """The first value of a text element, stripped; "" if absent or empty.
+
+    Read from the raw bytes where the encoding allows, as pydicom would
+    convert them; leaves the element raw, so other readers still see it so.
+    """
+    return _text(dataset, keyword)
+
+
+def header_number(dataset: Dataset, keyword: str) -> int | None:
+    """A whole number (IS, or a binary US); None if absent, empty or not one.
+
+    Read from the raw bytes where possible, as :func:`header_text`.
+    """
+    return _number(dataset, keyword)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
