@@ -200,15 +200,17 @@ def _check_pixel_data(stream: BinaryIO, size: int, extent: Extent) -> None:
     length, header_bytes = _pixel_length(stream.read(_PIXEL_HEADER_BYTES), extent)
     value_start = offset + header_bytes
     if length == _UNDEFINED_LENGTH:
-        endian = "<" if extent.little_endian else ">"
-        _check_fragments(stream, value_start, size, endian)
+        _check_fragments(stream, value_start, size, _endian(extent))
         return
     _check_native_length(size, value_start, length, extent)
 
 
 def _pixel_length(element_header: bytes, extent: Extent) -> tuple[int, int]:
-    endian = "<" if extent.little_endian else ">"
-    return _element_length(element_header, extent.implicit_vr, endian)
+    return _element_length(element_header, extent.implicit_vr, _endian(extent))
+
+
+def _endian(extent: Extent) -> str:
+    return "<" if extent.little_endian else ">"
 
 
 def _check_native_length(

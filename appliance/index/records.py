@@ -389,8 +389,8 @@ def _value(ds: Dataset, keyword: str, element: Any) -> Any:
 def header_text(dataset: Dataset, keyword: str) -> str:
     """The first value of a text element, stripped; "" if absent or empty.
 
-    Read from the raw bytes where the encoding allows, as pydicom would
-    convert them; leaves the element raw, so other readers still see it so.
+    Read from the raw bytes, as pydicom would decode them, where the
+    encoding allows (the element then stays raw); through pydicom otherwise.
     """
     return _text(dataset, keyword)
 
