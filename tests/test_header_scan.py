@@ -8,6 +8,7 @@ whether a torn transfer is refused).
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,16 @@ def test_the_scan_keeps_every_element_a_record_is_built_from() -> None:
         "TransferSyntaxUID",
     }
     assert read_by_records - in_file_meta <= set(WANTED_KEYWORDS)
+
+
+def test_sequences_nested_beyond_reason_are_left_to_pydicom() -> None:
+    # A hostile sender can nest undefined-length sequences as deep as its
+    # bytes allow; the scan must step aside, not raise.
+    data = sample_file("US1_UNCR.dcm").read_bytes()
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    opening = struct.pack(
+        "<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF
+    ) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    nested = data[:meta_end] + opening * 5_000
+
+    assert scan_header(nested, whole_file=True) is None

@@ -130,7 +130,9 @@ def scan_header(data: bytes, *, whole_file: bool) -> Header | None:
     """
     try:
         return _scan(memoryview(data), whole_file)
-    except (_NotScanned, struct.error, UnicodeDecodeError):
+    except (_NotScanned, struct.error, UnicodeDecodeError, RecursionError):
+        # RecursionError: sequences nested thousands deep, as only a broken
+        # or hostile sender writes them.
         return None
 
 
