@@ -149,3 +149,15 @@ def test_sequences_nested_beyond_reason_are_left_to_pydicom() -> None:
     nested = data[:meta_end] + opening * 5_000
 
     assert scan_header(nested, whole_file=True) is None
+
+
+def test_an_unknown_vr_value_of_undefined_length_is_left_to_pydicom() -> None:
+    # Its items are in implicit VR inside an explicit VR data set (PS3.5
+    # 6.2.2); pydicom guesses the encoding item by item, the scan does not.
+    data = sample_file("US1_UNCR.dcm").read_bytes()
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    un_sequence = struct.pack(
+        "<HH2sHI", 0x0009, 0x1001, b"UN", 0, 0xFFFFFFFF
+    ) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+    assert scan_header(data[:meta_end] + un_sequence, whole_file=True) is None

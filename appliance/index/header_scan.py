@@ -22,9 +22,10 @@ It takes only what it fully understands: a Part 10 file with its 128-byte
 preamble, a file meta group in explicit VR little endian, and a data set in
 implicit or explicit VR little endian (every transfer syntax but the big
 endian, deflated and private ones). Anything else, or anything odd in the
-bytes (an unknown VR, a value running past the data, a command group), gives
-None, and the caller reads the header with pydicom as before; so a file
-pydicom reads in some forgiving way is still read that way.
+bytes (an unknown VR, a value running past the data, a command group, a UN
+value of undefined length), gives None, and the caller reads the header
+with pydicom as before; so a file pydicom reads in some forgiving way is
+still read that way.
 ``tests/test_header_scan.py`` compares both readers over every DICOM file of
 pydicom's test data and of the pydicom-data package.
 """
@@ -254,6 +255,10 @@ def _element_header(
         raise _NotScanned
     if vr in _LONG_VRS:
         (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+        if vr == "UN" and length == _UNDEFINED:
+            # Items in implicit VR inside explicit VR (PS3.5 6.2.2), which
+            # pydicom reads by guessing per item: leave those to it.
+            raise _NotScanned
         return group << 16 | element, vr, length, position + 12
     return group << 16 | element, vr, length, position + 8
 
