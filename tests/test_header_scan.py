@@ -115,10 +115,7 @@ def test_an_unknown_value_representation_is_left_to_pydicom() -> None:
     header = scan_header(bytes(data), whole_file=True)
     assert header is not None
 
-    # The data set begins after the file meta, whose group length (an UL
-    # value at byte 140) counts the bytes after that element (PS3.10 7.1).
-    meta_length = int.from_bytes(data[140:144], "little")
-    first = 144 + meta_length
+    first = len(_up_to_data_set(bytes(data)))
     assert data[first + 4 : first + 6].isalpha()
     data[first + 4 : first + 6] = b"QQ"  # a VR no standard has
     assert scan_header(bytes(data), whole_file=True) is None
@@ -141,12 +138,10 @@ def test_the_scan_keeps_every_element_a_record_is_built_from() -> None:
 def test_sequences_nested_beyond_reason_are_left_to_pydicom() -> None:
     # A hostile sender can nest undefined-length sequences as deep as its
     # bytes allow; the scan must step aside, not raise.
-    data = sample_file("US1_UNCR.dcm").read_bytes()
-    meta_end = 144 + int.from_bytes(data[140:144], "little")
     opening = struct.pack(
         "<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF
     ) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
-    nested = data[:meta_end] + opening * 5_000
+    nested = _up_to_data_set(sample_file("US1_UNCR.dcm").read_bytes()) + opening * 5_000
 
     assert scan_header(nested, whole_file=True) is None
 
@@ -154,10 +149,18 @@ def test_sequences_nested_beyond_reason_are_left_to_pydicom() -> None:
 def test_an_unknown_vr_value_of_undefined_length_is_left_to_pydicom() -> None:
     # Its items are in implicit VR inside an explicit VR data set (PS3.5
     # 6.2.2); pydicom guesses the encoding item by item, the scan does not.
-    data = sample_file("US1_UNCR.dcm").read_bytes()
-    meta_end = 144 + int.from_bytes(data[140:144], "little")
     un_sequence = struct.pack(
         "<HH2sHI", 0x0009, 0x1001, b"UN", 0, 0xFFFFFFFF
     ) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
-    assert scan_header(data[:meta_end] + un_sequence, whole_file=True) is None
+    data = _up_to_data_set(sample_file("US1_UNCR.dcm").read_bytes()) + un_sequence
+    assert scan_header(data, whole_file=True) is None
+
+
+def _up_to_data_set(data: bytes) -> bytes:
+    """Preamble and file meta of a Part 10 file: all before its data set.
+
+    The file meta's group length (an UL value at byte 140) counts the bytes
+    after that element (PS3.10 7.1).
+    """
+    return data[: 144 + int.from_bytes(data[140:144], "little")]

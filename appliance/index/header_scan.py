@@ -165,12 +165,10 @@ def _scan(data: memoryview, whole_file: bool) -> Header | None:
             last = (tag, vr, length, position)
             position = _skip_items(data, position, implicit)
             continue
-        if position + length > end:
-            raise _NotScanned  # cut short, or longer than `data`
         last = (tag, vr, length, position)
+        value_start, position = position, _past(data, position, length)
         if tag in WANTED_TAGS:
-            kept[BaseTag(tag)] = _raw(data, tag, vr, length, position, implicit)
-        position += length
+            kept[BaseTag(tag)] = _raw(data, tag, vr, length, value_start, implicit)
 
     if pixel_offset is None and not whole_file:
         return None
@@ -203,6 +201,14 @@ def _raw(
     return RawDataElement(BaseTag(tag), vr, length, value, value_start, implicit, True)
 
 
+def _past(data: memoryview, value_start: int, length: int) -> int:
+    """Where a value of defined length ends; it must end within `data`."""
+    value_end = value_start + length
+    if value_end > len(data):
+        raise _NotScanned  # cut short, or longer than `data`
+    return value_end
+
+
 def _read_meta(data: memoryview, position: int) -> tuple[list[RawDataElement], int]:
     """Read the file meta group (PS3.10 7.1), always explicit VR little endian."""
     elements = []
@@ -211,13 +217,10 @@ def _read_meta(data: memoryview, position: int) -> tuple[list[RawDataElement], i
         if group != 0x0002:
             break
         tag, vr, length, value_start = _element_header(data, position, False)
-        if length == _UNDEFINED or value_start + length > len(data):
+        if length == _UNDEFINED:
             raise _NotScanned
-        value = bytes(data[value_start : value_start + length])
-        elements.append(
-            RawDataElement(BaseTag(tag), vr, length, value, value_start, False, True)
-        )
-        position = value_start + length
+        position = _past(data, value_start, length)
+        elements.append(_raw(data, tag, vr, length, value_start, False))
     if not elements:
         raise _NotScanned
     return elements, position
@@ -284,10 +287,8 @@ def _skip_items(data: memoryview, position: int, implicit: bool) -> int:
             raise _NotScanned
         if length == _UNDEFINED:
             position = _skip_item_elements(data, position, implicit)
-        elif position + length > end:
-            raise _NotScanned
         else:
-            position += length
+            position = _past(data, position, length)
 
 
 def _skip_item_elements(data: memoryview, position: int, implicit: bool) -> int:
@@ -302,7 +303,5 @@ def _skip_item_elements(data: memoryview, position: int, implicit: bool) -> int:
         _tag, _vr, length, position = _element_header(data, position, implicit)
         if length == _UNDEFINED:
             position = _skip_items(data, position, implicit)
-        elif position + length > end:
-            raise _NotScanned
         else:
-            position += length
+            position = _past(data, position, length)
