@@ -46,7 +46,7 @@ from backup.snapshots import (
     list_snapshots,
     new_name,
 )
-from backup.storagecopy import StorageCopier, scan, split, with_margin
+from backup.storagecopy import StorageCopier, scan, with_margin
 from backup.target import check_room, check_target, human_bytes, space
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ def _copy_and_check(
     if base is not None and copier.previous_dir:
         check = LinkCheck(Path(copier.previous_dir))
     try:
-        copier.run(split(scan(data_dir), base))
+        copier.run(scan(data_dir), base)
     finally:
         damaged = check.damaged() if check is not None else []
     return damaged

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from backup.databases import open_copy, open_private
 from backup.errors import TargetFullError
@@ -35,6 +36,14 @@ class Entry:
     """One file of a snapshot."""
 
     path: str
+    size: int
+    sha256: str
+
+
+class Listed(NamedTuple):
+    """What a manifest says of one file in a folder it lists (see
+    :meth:`Manifest.folder`)."""
+
     size: int
     sha256: str
 
@@ -136,13 +145,26 @@ class Manifest:
         ).fetchone()
         return Entry(*row) if row else None
 
-    def entries(self, *, newest_first: bool = False) -> Iterator[Entry]:
-        """Yield every entry, in path order (reversed with `newest_first`)."""
-        order = "DESC" if newest_first else "ASC"
+    def entries(self) -> Iterator[Entry]:
+        """Yield every entry, in path order."""
         for row in self._conn.execute(
-            f"SELECT path, size, sha256 FROM files ORDER BY path {order}"
+            "SELECT path, size, sha256 FROM files ORDER BY path"
         ):
             yield Entry(*row)
+
+    def folder(self, folder: str) -> dict[str, Listed]:
+        """Return the files listed directly in `folder`, by name.
+
+        `folder` is relative to the snapshot, without a trailing ``/``
+        (``storage/2024/05/02/SEQUOIA``); files in its subfolders are left
+        out.
+        """
+        rows = self._conn.execute(
+            "SELECT substr(path, ?), size, sha256 FROM files"
+            " WHERE path >= ? AND path < ?",
+            (len(folder) + 2, *_folder_range(folder)),
+        )
+        return {name: Listed(size, sha) for name, size, sha in rows if "/" not in name}
 
     def count_under(self, folder: str) -> int:
         """Return how many files are listed under `folder` (``storage``)."""

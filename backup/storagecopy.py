@@ -1,23 +1,28 @@
 """The incremental copy of ``storage/`` into a new snapshot.
 
-Stored files never change and their names carry their SHA-256, so a file
-whose relative path (and size) the previous complete snapshot lists holds
-the same bytes: it is hardlinked from there, costing no space and no I/O.
-Every other file is copied, hashed on the way and fsynced, on a few threads
-that lower their own CPU priority, so that the DICOM listener in the same
-process comes first. A sample of the copies is read back from the backup
-disk while the other copies go on. Where the backup disk cannot hardlink
-(FAT and exFAT USB disks, some network shares) every file is copied and each
-snapshot is a full copy.
+Stored files never change and their names carry their SHA-256. A file that
+the previous complete snapshot lists under the same path, with the hash its
+name carries, is therefore hardlinked from there, costing no space and no
+I/O; the data folder's own copy is not even read. (So a stored file damaged
+on the data disk after its first backup keeps its good copy in every later
+snapshot; ``appliance check --deep`` is what finds the damage there.) Every
+other file is copied, hashed on the way and fsynced, on a few threads that
+lower their own CPU priority, so that the DICOM listener in the same process
+comes first. A sample of the copies is read back from the backup disk while
+the other copies go on. Where the backup disk cannot hardlink (FAT and exFAT
+USB disks, some network shares) every file is copied and each snapshot is a
+full copy.
 
-The walk goes newest first, beside the previous manifest read in the same
-order: the new files of the last days are found at once, and their copies
-start (a folder's files together) while the calling thread walks the older
-days and links them. The room a run needs is therefore checked as its new
-files are found, each before it is copied.
+The walk goes folder by folder, newest first: the new files of the last
+days are found at once, and their copies start (a folder's files together)
+while the calling thread walks the older days and links them. The room a
+run needs is therefore checked as its new files are found, each before it
+is copied.
 
-Paths are plain strings here, not :class:`pathlib.Path`: an archive holds
-hundreds of thousands of files, and the per-file cost is what shows.
+Paths are plain strings here, not :class:`pathlib.Path`, and files are
+handled a folder at a time, by name, through open folders: an archive holds
+hundreds of thousands of files, the per-file cost is what shows, and the
+calling thread shares the processor with the copies.
 """
 
 from __future__ import annotations
@@ -34,13 +39,12 @@ from pathlib import Path
 from backup import layout
 from backup.errors import BackupCancelledError, TargetFullError
 from backup.files import copy_file, fsync_path, raise_if_full
-from backup.manifest import Entry, Manifest, ManifestWriter
+from backup.manifest import Entry, Listed, Manifest, ManifestWriter
 from backup.readback import CopySample, read_back
 
 logger = logging.getLogger(__name__)
 
 COPY_THREADS = 6
-LINK_BATCH = 1000
 WORKER_NICENESS = 10
 ROOM_MARGIN_BYTES = 1_000_000
 ROOM_MARGIN_FRACTION = 0.01
@@ -48,8 +52,22 @@ _NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
 
 
 @dataclass(frozen=True, slots=True)
+class Folder:
+    """A folder of stored files, as the walk finds it.
+
+    ``fd`` is the folder itself, open while the walk is in it (until the
+    next folder is asked for): its files are looked up by name relative to
+    it, so that the kernel resolves one name, not a whole path.
+    """
+
+    path: str
+    fd: int
+    names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
-    """A stored file to back up: its path relative to the snapshot, and size."""
+    """A stored file to copy: its path relative to the snapshot, and size."""
 
     path: str
     size: int
@@ -68,41 +86,32 @@ class CopyStats:
     no_hardlinks: bool = False
 
 
-def scan(data_dir: Path) -> Iterator[Item]:
-    """Yield every stored file of a data folder, newest first.
+def scan(data_dir: Path) -> Iterator[Folder]:
+    """Yield every folder of a data folder's ``storage/`` that holds files.
 
-    The order is the reverse of the byte order of the relative paths (that
-    of SQLite's ``ORDER BY path DESC``), one folder listing at a time.
+    Folders come newest first (the reverse order of their paths), and so do
+    the names in each; a folder that vanishes midway is skipped.
     """
     try:
         fd = _open_folder(os.path.join(data_dir, layout.STORAGE_DIR))
     except FileNotFoundError:
         return
     try:
-        for path, size in _walk(fd, layout.STORAGE_DIR):
-            yield Item(path, size)
+        yield from _walk(fd, layout.STORAGE_DIR)
     finally:
         os.close(fd)
 
 
-def split(
-    items: Iterable[Item], previous: Manifest | None
-) -> Iterator[tuple[Item, Entry | None]]:
-    """Pair each of `items` (newest first) with the entry to hardlink, if any.
+def linkable(name: str, listed: Listed | None) -> bool:
+    """Tell whether a stored file may be hardlinked from the previous snapshot.
 
-    A file is linked only if the previous snapshot lists the same path with
-    the same size and the hash its name carries; otherwise it comes with
-    None and is copied. Both are read once, side by side, newest first.
+    Only when that snapshot lists it (`listed`, by the same path; None if
+    not at all) with the hash the file's name carries: the copy there then
+    holds the bytes the file was stored with. A copy made from a damaged
+    stored file was listed with the hash of what was read, and is copied
+    again instead.
     """
-    known = previous.entries(newest_first=True) if previous else iter(())
-    entry = next(known, None)
-    for item in items:
-        while entry is not None and entry.path > item.path:
-            entry = next(known, None)
-        if entry is not None and entry.path == item.path and _same(entry, item):
-            yield item, entry
-        else:
-            yield item, None
+    return listed is not None and name.endswith(f".{listed.sha256}.dcm")
 
 
 class StorageCopier:
@@ -146,16 +155,16 @@ class StorageCopier:
         self.check_room = check_room
         self.stats = CopyStats()
         self._folders: set[str] = set()
-        self._links = _LinkFolders(self.previous_dir, self._folder_for)
         self._sample = CopySample(every=verify_all)
         self._planned_bytes = 0
 
-    def run(self, planned: Iterable[tuple[Item, Entry | None]]) -> None:
-        """Link or copy every file of `planned`, as :func:`split` pairs them.
+    def run(self, folders: Iterable[Folder], previous: Manifest | None) -> None:
+        """Link or copy every file of `folders`, as :func:`scan` finds them.
 
-        Links are made on this thread as the walk goes; a folder's new files
-        are handed to worker threads (which read a sample of the copies
-        back) as soon as the walk leaves it, and recorded once it is done.
+        Links are made on this thread, a folder at a time, with what
+        `previous` (the previous snapshot's manifest, or None) lists there;
+        a folder's other files are handed to worker threads (which read a
+        sample of the copies back) and recorded once they are done.
 
         Raises
         ------
@@ -164,14 +173,19 @@ class StorageCopier:
         """
         pool = worker_pool("backup")
         try:
-            copies = self._link_and_start_copies(planned, pool)
+            copies: list[tuple[Item, Future[Entry | None]]] = []
+            folders = iter(folders)
+            for folder in folders:
+                self.check_cancel()
+                listed = previous.folder(folder.path) if previous else {}
+                unlinked = self._link_folder(folder, listed)
+                new = self._plan_copies(folder, unlinked, folders, previous)
+                copies += self._start_copies(new, pool)
             self._collect(copies)
             self.sync_folders(pool)
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-        finally:
-            self._links.close()
         pool.shutdown()
 
     def holds_link(self, entry: Entry) -> bool:
@@ -213,77 +227,49 @@ class StorageCopier:
         if self.cancel is not None and self.cancel.is_set():
             raise BackupCancelledError("the backup was cancelled before it completed")
 
-    def _link_and_start_copies(
-        self, planned: Iterable[tuple[Item, Entry | None]], pool: ThreadPoolExecutor
-    ) -> list[tuple[Item, Future[Entry | None]]]:
-        # A folder's new files start together once the walk leaves it, so
-        # that the copies read back are drawn at random among them.
-        copies: list[tuple[Item, Future[Entry | None]]] = []
+    def _link_folder(self, folder: Folder, listed: dict[str, Listed]) -> list[str]:
+        # Links what the previous snapshot holds, by name between the two
+        # open folders; returns the names left to copy. The loop is kept
+        # bare: it runs once for every file of the archive.
+        if not listed or self.stats.no_hardlinks:
+            return folder.names
+        target = self._folder_for(folder.path)
+        try:
+            source = _open_folder(os.path.join(self.previous_dir, folder.path))
+        except FileNotFoundError:
+            return folder.names
         linked: list[Entry] = []
-        found: list[Item] = []
-        planned = iter(planned)
-        for item, entry in planned:
-            if found and _folder(found[0].path) != _folder(item.path):
-                copies += self._start_copies(found, pool)
-                found = []
-            if entry is not None and self._link(entry):
-                linked.append(entry)
-                if len(linked) >= LINK_BATCH:
-                    self._record_links(linked)
-                    linked = []
-                continue
-            self._make_room(item, planned)
-            found.append(item)
-        copies += self._start_copies(found, pool)
+        unlinked: list[str] = []
+        try:
+            target_fd = _open_folder(target)
+            try:
+                for index, name in enumerate(folder.names):
+                    found = listed.get(name)
+                    if found is None or not linkable(name, found):
+                        unlinked.append(name)
+                    elif self._link(name, source, target_fd, folder.path):
+                        linked.append(Entry(f"{folder.path}/{name}", *found))
+                    elif self.stats.no_hardlinks:
+                        unlinked += folder.names[index:]
+                        break
+                    else:
+                        unlinked.append(name)
+            finally:
+                os.close(target_fd)
+        finally:
+            os.close(source)
         self._record_links(linked)
-        return copies
+        return unlinked
 
-    def _start_copies(
-        self, items: list[Item], pool: ThreadPoolExecutor
-    ) -> list[tuple[Item, Future[Entry | None]]]:
-        if not items:
-            return []
-        self._folder_for(items[0].path)
-        checks = self._sample.choose([item.size for item in items])
-        return [
-            (item, pool.submit(self._copy, item, check))
-            for item, check in zip(items, checks, strict=True)
-        ]
-
-    def _record_links(self, linked: list[Entry]) -> None:
-        self.check_cancel()
-        self.manifest.add_many(linked)
-        self.stats.linked_files += len(linked)
-        self.stats.linked_bytes += sum(entry.size for entry in linked)
-
-    def _make_room(self, item: Item, rest: Iterator[tuple[Item, Entry | None]]) -> None:
-        # The new files so far and a margin for folders and the manifest; on
-        # failure, the whole need is told (the rest of the walk, unlinked).
-        self._planned_bytes += item.size
-        if self.check_room is None:
-            return
+    def _link(self, name: str, source: int, target: int, folder: str) -> bool:
+        # False when the previous snapshot lacks the file or the disk
+        # refuses hardlinks (then noted in the stats, once).
         try:
-            self.check_room(with_margin(self._planned_bytes))
-        except TargetFullError:
-            rest_bytes = sum(other.size for other, entry in rest if entry is None)
-            self.check_room(with_margin(self._planned_bytes + rest_bytes))
-            raise
-
-    def _collect(self, copies: list[tuple[Item, Future[Entry | None]]]) -> None:
-        for item, future in copies:
-            entry = future.result()
-            if entry is None:
-                self.stats.vanished += 1
-                continue
-            self._record_copy(item, entry)
-
-    def _link(self, entry: Entry) -> bool:
-        if self.stats.no_hardlinks:
+            os.link(name, name, src_dir_fd=source, dst_dir_fd=target)
+        except FileNotFoundError:
             return False
-        try:
-            return self._links.link(entry.path)
         except OSError as exc:
-            raise_if_full(exc, Path(self.snapshot_dir, entry.path))
+            raise_if_full(exc, Path(self.snapshot_dir, folder, name))
             if exc.errno not in _NO_LINK_ERRNOS:
                 raise
             logger.warning(
@@ -293,6 +279,54 @@ class StorageCopier:
             )
             self.stats.no_hardlinks = True
             return False
+        return True
+
+    def _plan_copies(
+        self,
+        folder: Folder,
+        names: list[str],
+        rest: Iterator[Folder],
+        previous: Manifest | None,
+    ) -> list[Item]:
+        # The files to copy, with their sizes, once the room for them is
+        # checked; on failure, the whole need is told (the rest of the walk).
+        items = _sized(folder, names)
+        for item in items:
+            self._planned_bytes += item.size
+            if self.check_room is None:
+                continue
+            try:
+                self.check_room(with_margin(self._planned_bytes))
+            except TargetFullError:
+                unplanned = _bytes_to_copy(rest, previous)
+                self.check_room(with_margin(self._planned_bytes + unplanned))
+                raise
+        return items
+
+    def _start_copies(
+        self, items: list[Item], pool: ThreadPoolExecutor
+    ) -> list[tuple[Item, Future[Entry | None]]]:
+        if not items:
+            return []
+        self._folder_for(_folder(items[0].path))
+        checks = self._sample.choose([item.size for item in items])
+        return [
+            (item, pool.submit(self._copy, item, check))
+            for item, check in zip(items, checks, strict=True)
+        ]
+
+    def _record_links(self, linked: list[Entry]) -> None:
+        self.manifest.add_many(linked)
+        self.stats.linked_files += len(linked)
+        self.stats.linked_bytes += sum(entry.size for entry in linked)
+
+    def _collect(self, copies: list[tuple[Item, Future[Entry | None]]]) -> None:
+        for item, future in copies:
+            entry = future.result()
+            if entry is None:
+                self.stats.vanished += 1
+                continue
+            self._record_copy(item, entry)
 
     def _copy(self, item: Item, check: bool = False) -> Entry | None:
         # On a worker; `check` reads the copy back once it is fsynced.
@@ -322,8 +356,10 @@ class StorageCopier:
                 item.path,
             )
 
-    def _folder_for(self, relative: str) -> str:
-        folder = os.path.join(self.snapshot_dir, relative.rpartition("/")[0])
+    def _folder_for(self, relative_folder: str) -> str:
+        # Creates a folder of the snapshot (and its parents) once, noting
+        # each for the fsync at the end.
+        folder = os.path.join(self.snapshot_dir, relative_folder)
         if folder not in self._folders:
             try:
                 os.makedirs(folder, exist_ok=True)
@@ -335,51 +371,6 @@ class StorageCopier:
                 self._folders.add(parent)
                 parent = os.path.dirname(parent)
         return folder
-
-
-class _LinkFolders:
-    """Hardlinks by name between one folder pair at a time, held open.
-
-    Files come folder by folder, so each link names only the file, relative
-    to open folders, and the kernel does not resolve two long paths a link:
-    that made linking about a quarter faster.
-    """
-
-    def __init__(self, previous_dir: str, make_folder: Callable[[str], str]) -> None:
-        self.previous_dir = previous_dir
-        self.make_folder = make_folder
-        self.folder: str | None = None
-        self.source = -1
-        self.target = -1
-
-    def link(self, relative: str) -> bool:
-        """Link one file from the previous snapshot; False if it is not there."""
-        folder, _, name = relative.rpartition("/")
-        if folder != self.folder:
-            self._open(folder, relative)
-        if self.source < 0:
-            return False
-        try:
-            os.link(name, name, src_dir_fd=self.source, dst_dir_fd=self.target)
-        except FileNotFoundError:
-            return False
-        return True
-
-    def close(self) -> None:
-        """Close the open folders."""
-        for fd in (self.source, self.target):
-            if fd >= 0:
-                os.close(fd)
-        self.folder, self.source, self.target = None, -1, -1
-
-    def _open(self, folder: str, relative: str) -> None:
-        self.close()
-        self.folder = folder
-        try:
-            self.source = _open_folder(os.path.join(self.previous_dir, folder))
-        except FileNotFoundError:
-            return
-        self.target = _open_folder(self.make_folder(relative))
 
 
 def worker_pool(name: str) -> ThreadPoolExecutor:
@@ -409,12 +400,6 @@ def _open_folder(path: str, parent: int | None = None) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent)
 
 
-def _same(entry: Entry, item: Item) -> bool:
-    return entry.size == item.size and entry.sha256 == layout.hash_in_name(
-        _name(item.path)
-    )
-
-
 def _name(relative: str) -> str:
     return relative.rpartition("/")[2]
 
@@ -423,30 +408,47 @@ def _folder(relative: str) -> str:
     return relative.rpartition("/")[0]
 
 
-def _walk(folder: int, relative: str) -> Iterator[tuple[str, int]]:
-    # Depth first, each listing sorted newest first (a folder's name sorts
-    # as if followed by "/", as in its files' paths); a folder or file that
-    # vanishes midway is skipped. Listed and stat'ed through the open
-    # folder, so that the kernel resolves names, not whole paths.
-    with os.scandir(folder) as listing:
-        entries = sorted(listing, key=_path_order, reverse=True)
-    for entry in entries:
-        path = f"{relative}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            try:
-                inner = _open_folder(entry.name, folder)
-            except FileNotFoundError:
-                continue
-            try:
-                yield from _walk(inner, path)
-            finally:
-                os.close(inner)
-        elif entry.is_file(follow_symlinks=False):
-            try:
-                yield path, entry.stat(follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue
+def _sized(folder: Folder, names: list[str]) -> list[Item]:
+    # The files' sizes, looked up in the open folder; a file removed since
+    # the folder was listed is left out.
+    items = []
+    for name in names:
+        try:
+            size = os.stat(name, dir_fd=folder.fd, follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+        items.append(Item(f"{folder.path}/{name}", size))
+    return items
 
 
-def _path_order(entry: os.DirEntry[str]) -> str:
-    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+def _bytes_to_copy(folders: Iterator[Folder], previous: Manifest | None) -> int:
+    # What the rest of the walk would copy, for the message of a full disk.
+    total = 0
+    for folder in folders:
+        listed = previous.folder(folder.path) if previous else {}
+        names = [name for name in folder.names if not linkable(name, listed.get(name))]
+        total += sum(item.size for item in _sized(folder, names))
+    return total
+
+
+def _walk(fd: int, relative: str) -> Iterator[Folder]:
+    # Depth first, newest first; a folder that vanishes midway is skipped.
+    files: list[str] = []
+    folders: list[str] = []
+    with os.scandir(fd) as listing:
+        for entry in listing:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(entry.name)
+    if files:
+        yield Folder(relative, fd, sorted(files, reverse=True))
+    for name in sorted(folders, reverse=True):
+        try:
+            inner = _open_folder(name, fd)
+        except FileNotFoundError:
+            continue
+        try:
+            yield from _walk(inner, f"{relative}/{name}")
+        finally:
+            os.close(inner)
