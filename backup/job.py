@@ -6,9 +6,9 @@ admin page can start a run (:meth:`BackupJob.start_now`) and show the status
 (:meth:`BackupJob.summary`).
 
 Each run is a child process, ``python -m backup run`` (:mod:`backup.runner`),
-at a lower CPU priority: it then competes with the DICOM listener for
-neither the interpreter lock nor the processor (measured in
-``bench/backup.py``). Its log lines go to the same standard error as the
+at idle CPU priority (nice 10 where that is refused): it then competes with
+the DICOM listener for neither the interpreter lock nor the processor
+(measured in ``bench/backup.py``). Its log lines go to the same standard error as the
 appliance's. Runs are serialised by the backup folder's lock, so a run from
 ``appliance backup run`` in another process is excluded too. Every run that
 started is recorded in ``app.db``.
@@ -175,6 +175,7 @@ class BackupJob:
             trigger,
             "--nice",
             str(NICENESS),
+            "--idle",
             "--json",
         ]
 

@@ -24,6 +24,7 @@ from tests.backup_helpers import (
     file_hashes,
     flip_byte,
     make_data_dir,
+    python_m_backup,
     serve_copy,
     table_rows,
 )
@@ -288,3 +289,17 @@ def test_the_nightly_job_backs_up_and_records_the_run(tmp_path: Path) -> None:
     [run] = history.recent_runs(data_dir / "app.db")
     assert run.ok and run.trigger == "schedule"
     assert [s.name for s in list_snapshots(target)] == [run.snapshot]
+
+
+def test_the_backup_process_runs_at_idle_priority(tmp_path: Path) -> None:
+    data_dir = make_data_dir(tmp_path, files=3)
+    target = tmp_path / "backups"
+    target.mkdir()
+
+    run = python_m_backup(
+        "run", "--data-dir", str(data_dir), "--target", str(target), "--idle"
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert "The backup runs at idle CPU priority" in run.stderr
+    assert len(list_snapshots(target)) == 1
