@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +108,32 @@ def _sender_env() -> dict[str, str]:
 def _wait(process: subprocess.Popen[bytes], pid: int | None) -> int:
     """Wait for `process`; return the peak RSS of `pid`'s tree, if given."""
     if pid is None:
-        process.wait(timeout=PUSH_TIMEOUT)
+        _wait_without_polling(process)
         return 0
     return _sample_until_exit(process, pid)
+
+
+def _wait_without_polling(process: subprocess.Popen[bytes]) -> None:
+    """Wait for `process` to exit, killing it after :data:`PUSH_TIMEOUT`.
+
+    ``Popen.wait`` with a time-out polls, at most every 50 ms, which rounded
+    every timed push up to the next poll; a plain ``wait`` returns the
+    moment the process exits, and a timer enforces the time-out instead.
+    """
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.kill()
+
+    watchdog = threading.Timer(PUSH_TIMEOUT, expire)
+    watchdog.start()
+    try:
+        process.wait()
+    finally:
+        watchdog.cancel()
+    if expired.is_set():
+        raise TimeoutError(f"storescu ran longer than {PUSH_TIMEOUT} s")
 
 
 def _sample_until_exit(process: subprocess.Popen[bytes], pid: int) -> int:
