@@ -26,6 +26,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from appliance.dicom import contexts, spooling
 from appliance.dicom.access import GatedApplicationEntity, ModalityLookup
+from appliance.dicom.dul_wait import wake_on_data
 from appliance.dicom.services import DicomServices
 from appliance.dicom.socket_reads import read_in_large_steps
 from appliance.dicom.store import SUCCESS, StoreHandler, StoreResult
@@ -134,6 +135,7 @@ class Listener:
             (evt.EVT_RELEASED, self._on_ended),
             (evt.EVT_ABORTED, self._on_ended),
             (evt.EVT_CONN_CLOSE, self._on_connection_close),
+            (evt.EVT_DIMSE_RECV, self._spools.start_sync),
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, self._store),
         ]
@@ -241,8 +243,10 @@ def _on_connection_open(event: Event) -> None:
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is None:
         return
-    # pynetdicom reads 4 KiB a call; see socket_reads for why that costs.
+    # pynetdicom reads 4 KiB a call, and polls the socket between 1 ms
+    # sleeps; see socket_reads and dul_wait for why those cost.
     read_in_large_steps(event.assoc.dul.socket)
+    wake_on_data(event.assoc.dul)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import _config, dimse_messages
+from pynetdicom.events import Event
 
 from appliance.dicom.completeness import Extent, extent_of
 from appliance.index import (
@@ -45,10 +47,28 @@ class Described:
 
 @dataclass
 class Received:
-    """A spool and the network thread writing it."""
+    """A spool, the network thread writing it, and its fsync once started."""
 
     spool: SpoolFile
     owner: threading.Thread
+    syncing: Future[None] | None = None
+
+    def make_durable(self) -> None:
+        """Flush and fsync the spool, or wait for the fsync already started.
+
+        Errors are recorded in the spool's ``error``, as
+        :meth:`~appliance.storage.SpoolFile.finish` does.
+        """
+        if self.syncing is None:
+            self.spool.finish()
+        else:
+            self.syncing.result()
+
+    def discard(self) -> None:
+        """Remove the spool once no fsync is using its file handle."""
+        if self.syncing is not None:
+            self.syncing.exception()
+        self.spool.discard()
 
 
 class SpoolRegistry:
@@ -56,6 +76,11 @@ class SpoolRegistry:
 
     The store handler claims its spool by path; whatever an association did
     not get to hand over (aborted mid-transfer) is discarded when it closes.
+
+    The fsync starts as soon as the last fragment is in
+    (:meth:`start_sync`), on a worker thread: pynetdicom hands the complete
+    message to the store handler only at the association thread's next poll,
+    up to a millisecond later, and the disk can use that time.
 
     The header is parsed by the handler, from the first bytes the spool keeps
     in memory, while the file is fsynced. Parsing it on a worker thread as
@@ -68,6 +93,7 @@ class SpoolRegistry:
         self._storage = storage
         self._lock = threading.Lock()
         self._received: dict[str, Received] = {}
+        self._syncers = ThreadPoolExecutor(thread_name_prefix="fsync")
 
     def create(self, *_args: Any, **_kwargs: Any) -> SpoolFile:
         """Stand in for ``NamedTemporaryFile``: called on a network thread."""
@@ -76,6 +102,26 @@ class SpoolRegistry:
         with self._lock:
             self._received[spool.name] = received
         return spool
+
+    def start_sync(self, event: Event) -> None:
+        """Start the fsync of a data set just received in full.
+
+        Bound to ``EVT_DIMSE_RECV``, which pynetdicom triggers on the network
+        thread once a message's last fragment is in, before the message is
+        reset. Messages without a spool of ours (C-ECHO, queries) are left
+        alone. If a pynetdicom upgrade stops triggering it, or drops the
+        ``_data_set_file`` attribute read here, the store handler fsyncs by
+        itself: nothing is lost but the head start.
+        """
+        spool = getattr(event.message, "_data_set_file", None)
+        if not isinstance(spool, SpoolFile):
+            return
+
+        with self._lock:
+            received = self._received.get(spool.name)
+            if received is None or received.syncing is not None:
+                return
+            received.syncing = self._syncers.submit(spool.finish)
 
     def claim(self, path: Path | str) -> Received | None:
         """Take what was received at `path` out of the registry."""
@@ -88,7 +134,7 @@ class SpoolRegistry:
             names = [n for n, r in self._received.items() if r.owner is owner]
             entries = [self._received.pop(name) for name in names]
         for entry in entries:
-            entry.spool.discard()
+            entry.discard()
         return len(entries)
 
 

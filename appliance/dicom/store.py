@@ -126,7 +126,7 @@ class StoreHandler:
             return self._store(event, received, requested_uid)
         finally:
             # After a successful rename this only closes the handle.
-            received.spool.discard()
+            received.discard()
 
     def _store(
         self, event: Event, received: Received, requested_uid: str
@@ -134,21 +134,23 @@ class StoreHandler:
         spool = received.spool
         # 1. The received bytes must be on disk before anything else, and
         # 2. the header is read (only the header) meanwhile, so that a data
-        #    set the index cannot take is refused, not kept. The fsync runs
-        #    on this thread and the parse on a worker: this thread lets go
-        #    of the interpreter lock as it enters the fsync, so the parse
-        #    really runs while the disk works (the other way round, the
-        #    fsync thread waited for the parse to give the lock up).
+        #    set the index cannot take is refused, not kept. The fsync was
+        #    started when the last fragment came in (SpoolRegistry), and the
+        #    parse runs on a worker while this thread waits for the fsync
+        #    without holding the interpreter lock.
         spool.write_out()
         if spool.error is not None:
             return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)
         describing = self._describers.submit(
             self._describe, event, received, requested_uid
         )
-        spool.sync()
+        received.make_durable()
         try:
             record, relative = describing.result()
         except UnreadableInstanceError as exc:
+            # A failed fsync removes the file, which the parse may trip on.
+            if spool.error is not None:
+                return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)
             return _failed(CANNOT_UNDERSTAND, requested_uid, spool, exc)
         if spool.error is not None:
             return _failed(OUT_OF_RESOURCES, requested_uid, spool, spool.error)

@@ -1,0 +1,80 @@
+"""Waking pynetdicom's network thread on data: the wait, and that we use it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom.dul import DULServiceProvider
+
+from appliance.dicom import dul_wait
+from appliance.service import Appliance
+from tests.conftest import sample_file
+from tests.dicom_helpers import renamed_copy, send_datasets
+from tests.in_process import served_here
+
+SUCCESS = 0x0000
+LONG_WAIT = 60.0
+
+
+def test_a_wait_ends_when_bytes_arrive() -> None:
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        sender = threading.Timer(0.05, writer.sendall, args=(b"PDU",))
+        sender.start()
+        waited = dul_wait.wait_for_data(reader, LONG_WAIT)
+        sender.join()
+
+        # The timer's bytes are there to read: the wait ended for them,
+        # not for its time-out (which would have failed the test run's own).
+        assert waited
+        assert reader.recv(16) == b"PDU"
+
+
+def test_a_closed_socket_cannot_be_waited_on() -> None:
+    reader, writer = socket.socketpair()
+    writer.close()
+    reader.close()
+
+    assert not dul_wait.wait_for_data(reader, LONG_WAIT)
+
+
+def test_unmarked_threads_sleep_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(sock: socket.socket, seconds: float) -> bool:
+        raise AssertionError("an unmarked thread waited on a socket")
+
+    monkeypatch.setattr(dul_wait, "wait_for_data", refuse)
+
+    dul_wait._WakingClock().sleep(0.001)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Appliance]:
+    """An appliance in this process; stopped after."""
+    with served_here(tmp_path / "data") as appliance:
+        yield appliance
+
+
+def test_the_listener_network_threads_wait_on_their_sockets(
+    served: Appliance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # If a pynetdicom upgrade stopped sleeping through dul.time, the listener
+    # would still work, only slower: this notices.
+    waiters: list[threading.Thread] = []
+    original = dul_wait.wait_for_data
+
+    def recorded(sock: socket.socket, seconds: float) -> bool:
+        waiters.append(threading.current_thread())
+        return original(sock, seconds)
+
+    monkeypatch.setattr(dul_wait, "wait_for_data", recorded)
+    image = renamed_copy(sample_file("US1_UNCR.dcm"), patient_id="WAKE1")
+
+    statuses = send_datasets(served.settings.dicom_port, [image])
+
+    assert statuses == [SUCCESS]
+    assert waiters, "the network thread never waited on its socket"
+    assert all(isinstance(thread, DULServiceProvider) for thread in waiters)
