@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +26,13 @@ def test_a_wait_ends_when_bytes_arrive() -> None:
     with reader, writer:
         sender = threading.Timer(0.05, writer.sendall, args=(b"PDU",))
         sender.start()
+        started = time.monotonic()
         waited = dul_wait.wait_for_data(reader, LONG_WAIT)
+        elapsed = time.monotonic() - started
         sender.join()
 
-        # The timer's bytes are there to read: the wait ended for them,
-        # not for its time-out (which would have failed the test run's own).
         assert waited
+        assert elapsed < LONG_WAIT / 2, "the wait ran to its time-out"
         assert reader.recv(16) == b"PDU"
 
 
