@@ -109,7 +109,7 @@ class Listener:
     ) -> None:
         self.options = options
         self._services = services
-        self._spools = spooling.SpoolRegistry(storage)
+        self._spools = spooling.SpoolRegistry(storage, options.max_associations)
         self._store = StoreHandler(storage, writer, self._spools, self._count)
         self._stats: dict[int, AssociationStats] = {}
         self._stats_lock = threading.Lock()

@@ -87,13 +87,25 @@ class SpoolRegistry:
     soon as those bytes arrived was measured slower (``bench/ingest.py``):
     the parse then competes for the interpreter lock with the network thread
     that receives the pixel data.
+
+    Parameters
+    ----------
+    storage : Storage
+        Where the spools are made.
+    max_associations : int
+        The listener's association limit: as many fsyncs may run at once.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, max_associations: int) -> None:
         self._storage = storage
         self._lock = threading.Lock()
         self._received: dict[str, Received] = {}
-        self._syncers = ThreadPoolExecutor(thread_name_prefix="fsync")
+
+        # One fsync at a time per association at most; threads start only
+        # when no idle one is left, so a quiet listener keeps few.
+        self._syncers = ThreadPoolExecutor(
+            max_workers=max(1, max_associations), thread_name_prefix="fsync"
+        )
 
     def create(self, *_args: Any, **_kwargs: Any) -> SpoolFile:
         """Stand in for ``NamedTemporaryFile``: called on a network thread."""
