@@ -3,8 +3,8 @@
 Each association has a network thread (pynetdicom's ``DULServiceProvider``)
 that checks its socket and, when the last check found nothing to do, sleeps
 1 ms before it looks again. A modality sends an instance as a series of
-PDUs and waits for each response before the next instance, so nearly every
-PDU arrived during such a sleep and waited for its end. For our listener's
+PDUs and waits for its response before it sends the next instance, so
+nearly every PDU arrived during such a sleep and waited for its end. For our listener's
 associations the sleep becomes a wait on the socket with the same time-out:
 it ends the moment bytes arrive, and otherwise lasts as long as before, so
 an idle association costs no more than it did. Measured with
