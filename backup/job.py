@@ -8,10 +8,10 @@ admin page can start a run (:meth:`BackupJob.start_now`) and show the status
 Each run is a child process, ``python -m backup run`` (:mod:`backup.runner`),
 at idle CPU priority (nice 10 where that is refused): it then competes with
 the DICOM listener for neither the interpreter lock nor the processor
-(measured in ``bench/backup.py``). Its log lines go to the same standard error as the
-appliance's. Runs are serialised by the backup folder's lock, so a run from
-``appliance backup run`` in another process is excluded too. Every run that
-started is recorded in ``app.db``.
+(measured in ``bench/backup.py``). Its log lines go to the same standard
+error as the appliance's. Runs are serialised by the backup folder's lock,
+so a run from ``appliance backup run`` in another process is excluded too.
+Every run that started is recorded in ``app.db``.
 """
 
 from __future__ import annotations

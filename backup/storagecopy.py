@@ -111,7 +111,7 @@ def linkable(name: str, listed: Listed | None) -> bool:
     stored file was listed with the hash of what was read, and is copied
     again instead.
     """
-    return listed is not None and name.endswith(f".{listed.sha256}.dcm")
+    return listed is not None and layout.hash_in_name(name) == listed.sha256
 
 
 class StorageCopier:
