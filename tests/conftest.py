@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from pydicom.data import get_testdata_file
 
+# Fixtures shared by tests that serve the appliance in their own process.
+pytest_plugins = ["tests.in_process"]
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SENDERS = ("STORESCU", "PYNETDICOM")

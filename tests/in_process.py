@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import pytest
+
 from appliance.config import load_settings
 from appliance.service import Appliance
 from appliance.state import open_state
@@ -47,3 +49,10 @@ def served_here(data_dir: Path, **settings: object) -> Iterator[Appliance]:
         yield appliance
     finally:
         appliance.stop()
+
+
+@pytest.fixture
+def in_process_appliance(tmp_path: Path) -> Iterator[Appliance]:
+    """An appliance served in this process on `tmp_path`; stopped after."""
+    with served_here(tmp_path / "data") as appliance:
+        yield appliance

@@ -5,8 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pynetdicom.dul import DULServiceProvider
@@ -15,7 +13,6 @@ from appliance.dicom import dul_wait
 from appliance.service import Appliance
 from tests.conftest import sample_file
 from tests.dicom_helpers import renamed_copy, send_datasets
-from tests.in_process import served_here
 
 SUCCESS = 0x0000
 LONG_WAIT = 60.0
@@ -53,15 +50,8 @@ def test_unmarked_threads_sleep_as_before(monkeypatch: pytest.MonkeyPatch) -> No
     dul_wait._WakingClock().sleep(0.001)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Appliance]:
-    """An appliance in this process; stopped after."""
-    with served_here(tmp_path / "data") as appliance:
-        yield appliance
-
-
 def test_the_listener_network_threads_wait_on_their_sockets(
-    served: Appliance, monkeypatch: pytest.MonkeyPatch
+    in_process_appliance: Appliance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # If a pynetdicom upgrade stopped sleeping through dul.time, the listener
     # would still work, only slower: this notices.
@@ -75,7 +65,7 @@ def test_the_listener_network_threads_wait_on_their_sockets(
     monkeypatch.setattr(dul_wait, "wait_for_data", recorded)
     image = renamed_copy(sample_file("US1_UNCR.dcm"), patient_id="WAKE1")
 
-    statuses = send_datasets(served.settings.dicom_port, [image])
+    statuses = send_datasets(in_process_appliance.settings.dicom_port, [image])
 
     assert statuses == [SUCCESS]
     assert waiters, "the network thread never waited on its socket"

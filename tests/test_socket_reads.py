@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +12,6 @@ from appliance.dicom.socket_reads import STEP_BYTES, read_exactly
 from appliance.service import Appliance
 from tests.conftest import sample_file
 from tests.dicom_helpers import renamed_copy, send_datasets
-from tests.in_process import served_here
 
 SUCCESS = 0x0000
 
@@ -55,15 +52,8 @@ def test_a_silent_peer_times_out() -> None:
             read_exactly(reader, 10, memoryview(bytearray(16)))
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Appliance]:
-    """An appliance in this process; stopped after."""
-    with served_here(tmp_path / "data") as appliance:
-        yield appliance
-
-
 def test_the_listener_reads_through_the_large_steps(
-    served: Appliance, monkeypatch: pytest.MonkeyPatch
+    in_process_appliance: Appliance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # If a pynetdicom upgrade stopped calling AssociationSocket.recv, the
     # listener would still work, only slower: this notices.
@@ -78,7 +68,7 @@ def test_the_listener_reads_through_the_large_steps(
     monkeypatch.setattr(socket_reads, "read_exactly", counted)
     clip = renamed_copy(sample_file("US1_UNCR.dcm"), patient_id="READS1")
 
-    statuses = send_datasets(served.settings.dicom_port, [clip])
+    statuses = send_datasets(in_process_appliance.settings.dicom_port, [clip])
 
     assert statuses == [SUCCESS]
     assert sizes and max(sizes) > 4096, "PDUs were not read through read_exactly"

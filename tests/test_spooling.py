@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from appliance.service import Appliance
 from appliance.storage import SpoolFile, Storage
 from tests.conftest import sample_file
 from tests.dicom_helpers import renamed_copy, send_datasets
-from tests.in_process import served_here
 
 SUCCESS = 0x0000
 
@@ -76,15 +74,8 @@ def test_discard_waits_for_a_running_fsync(storage: Storage) -> None:
     assert not spool.path.exists()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Appliance]:
-    """An appliance in this process; stopped after."""
-    with served_here(tmp_path / "data") as appliance:
-        yield appliance
-
-
 def test_the_fsync_starts_on_arrival_not_in_the_handler(
-    served: Appliance, monkeypatch: pytest.MonkeyPatch
+    in_process_appliance: Appliance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # If a pynetdicom upgrade stopped triggering EVT_DIMSE_RECV with the
     # spool, the handler would fsync by itself, only later: this notices.
@@ -101,7 +92,7 @@ def test_the_fsync_starts_on_arrival_not_in_the_handler(
         for n in range(3)
     ]
 
-    statuses = send_datasets(served.settings.dicom_port, images)
+    statuses = send_datasets(in_process_appliance.settings.dicom_port, images)
 
     assert statuses == [SUCCESS] * 3
     assert len(finishers) == 3
